@@ -1,0 +1,67 @@
+# ShopLens developer entry points. The README's first two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+SL := $(VENV)/bin/shoplens
+FMNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+DEMO_OUT ?= out/demo
+PYTEST_ARGS ?=
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: help setup data demo test lint clean train-reference
+
+help:
+	@echo "make demo   - set up .venv and run the main job end to end on the built-in data"
+	@echo "make test   - set up .venv and run lint plus the whole test suite"
+	@echo "make train-reference - retrain the reference model (about an hour on 2 CPU cores)"
+
+# --- set-up -------------------------------------------------------------------------------
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[convert,dev]'
+	@touch $@
+
+setup: $(VENV)/.installed data
+
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist package; nothing is downloaded at run time.
+data:
+	@if [ -n "$$FASHION_MNIST_DIR" ] || [ -f $(FMNIST) ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		echo "installing dataset-fashion-mnist with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	else \
+		echo "Fashion-MNIST is missing. Run: sudo apt-get install dataset-fashion-mnist" >&2; exit 1; \
+	fi
+
+# --- the README's two commands ------------------------------------------------------------
+demo: setup
+	@mkdir -p $(DEMO_OUT)
+	@echo "== 1/4 reference model on the full Fashion-MNIST test set (10,000 images)"
+	$(SL) eval sample_apps/reference_model/product_cnn.keras --data fashion-mnist:test \
+		--save $(DEMO_OUT)/eval_test.json --overwrite
+	@echo "== 2/4 2,000 kiosk frames from the test split (10 % deliberately bad)"
+	$(SL) data kiosk --source fashion-mnist:test --frames 2000 --seed 2026 --bad-fraction 0.1 \
+		--out $(DEMO_OUT)/kiosk_frames --overwrite
+	@echo "== 3/4 reference model on the good kiosk frames"
+	$(SL) eval sample_apps/reference_model/product_cnn.keras --data kiosk:$(DEMO_OUT)/kiosk_frames:good \
+		--save $(DEMO_OUT)/eval_kiosk.json --overwrite
+	@echo "== 4/4 kiosk video (MJPG) with its ground truth"
+	$(SL) data kiosk --source fashion-mnist:test --frames 450 --video --segment 45 --seed 7 --bad-fraction 0.2 \
+		--out $(DEMO_OUT)/kiosk_video --overwrite
+	@echo "demo outputs are in $(DEMO_OUT)/"
+
+test: setup lint
+	@set +e; $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; fi; exit $$rc
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check sdk converter tests sample_apps benchmarks device_tests
+
+train-reference: setup
+	$(PY) sample_apps/reference_model/train.py --epochs 12
+
+clean:
+	rm -rf $(VENV) out build *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,10 @@
+"""ShopLens converter: the TensorFlow side (tensorflow, Keras, tf-keras, TFMOT).
+
+May import :mod:`shoplens`; the runtime never imports this package except lazily inside CLI
+commands that need it.
+"""
+
+from shoplens_convert.evaluate import evaluate_keras
+from shoplens_convert.load import LoadedModel, find_sidecar_contract, load_keras_model
+
+__all__ = ["LoadedModel", "evaluate_keras", "find_sidecar_contract", "load_keras_model"]

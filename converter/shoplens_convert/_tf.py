@@ -1,0 +1,63 @@
+"""Import TensorFlow and Keras 3 once, quietly.
+
+TensorFlow's C++ runtime prints several lines to stderr on import and on first device set-up
+(oneDNN, CUDA probing) before its log level applies. A CLI whose errors are one line cannot
+afford that, so the import and device initialisation run with file descriptor 2 pointed at
+/dev/null. Python-level errors still surface as exceptions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from shoplens.errors import ShopLensError
+
+_CACHE: dict[str, Any] = {}
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence writes to fd 2 from native code; Python's sys.stderr is flushed first."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (embedded, pytest capture): nothing to do
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def keras3() -> Any:
+    """Return the Keras 3 module (``import keras``) with TensorFlow initialised quietly."""
+    if "keras" not in _CACHE:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        try:
+            with quiet_native_stderr():
+                import keras
+                import tensorflow as tf
+
+                tf.constant(0.0) + 0.0  # first op: device probing happens here, silenced
+        except ImportError as exc:
+            raise ShopLensError(
+                f"the converter needs TensorFlow ({exc.name or exc}); "
+                "install it with: pip install 'shoplens[convert]'"
+            ) from None
+        _CACHE["keras"] = keras
+        _CACHE["tf"] = tf
+    return _CACHE["keras"]
+
+
+def tensorflow() -> Any:
+    keras3()
+    return _CACHE["tf"]

@@ -1,0 +1,145 @@
+"""Load a Keras model without executing code from the file.
+
+Keras 3 ``.keras`` and legacy ``.h5`` files are loaded with ``safe_mode=True``. Before that,
+the model's config is read as plain JSON and scanned for ``Lambda`` layers (which carry
+Python bytecode) so that even the legacy HDF5 path, where safe mode does not reach, refuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shoplens.contract import PreprocessContract
+from shoplens.data.datasets import read_labels_file
+from shoplens.errors import DataError, ModelError
+from shoplens_convert._tf import keras3
+
+__all__ = ["LoadedModel", "find_sidecar_contract", "load_keras_model", "sha256_file"]
+
+_UNSAFE_CLASSES = ("Lambda",)
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    path: Path
+    format: str  # "keras" | "h5"
+    sha256: str
+    input_shape: tuple[int | None, ...]
+    num_classes: int
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _scan_config(obj: Any, found: list[str]) -> None:
+    if isinstance(obj, dict):
+        cls = obj.get("class_name")
+        if isinstance(cls, str) and cls in _UNSAFE_CLASSES:
+            name = obj.get("config", {}).get("name", "?") if isinstance(obj.get("config"), dict) else "?"
+            found.append(f"{cls} layer {name!r}")
+        for v in obj.values():
+            _scan_config(v, found)
+    elif isinstance(obj, list):
+        for v in obj:
+            _scan_config(v, found)
+
+
+def _read_config(path: Path, fmt: str) -> Any:
+    try:
+        if fmt == "keras":
+            with zipfile.ZipFile(path) as zf:
+                return json.loads(zf.read("config.json"))
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("model_config")
+            if raw is None:
+                raise ModelError(f"{path} holds no model_config; it is a weights-only file, not a model")
+            return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    except zipfile.BadZipFile:
+        raise ModelError(f"{path} is not a valid .keras archive (corrupt or truncated zip)") from None
+    except KeyError:
+        raise ModelError(f"{path} has no config.json; it is not a Keras 3 model archive") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read {path} as a {fmt} model: {exc}") from None
+
+
+def load_keras_model(path: str | Path, *, unsafe: bool = False) -> LoadedModel:
+    """Load a ``.keras`` or ``.h5`` classifier; refuse Lambda layers unless ``unsafe``."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"model {p} does not exist")
+    if p.is_dir():
+        raise ModelError(f"{p} is a directory; SavedModel sources are handled by 'shoplens convert'")
+    suffix = p.suffix.lower()
+    if suffix == ".keras":
+        fmt = "keras"
+    elif suffix in (".h5", ".hdf5"):
+        fmt = "h5"
+    else:
+        raise ModelError(
+            f"{p}: unknown model format {suffix!r}; expected .keras, .h5 or a SavedModel directory"
+        )
+    config = _read_config(p, fmt)
+    unsafe_parts: list[str] = []
+    _scan_config(config, unsafe_parts)
+    if unsafe_parts and not unsafe:
+        raise ModelError(
+            f"{p} contains {', '.join(unsafe_parts)} with arbitrary Python code; refusing to load it "
+            "(pass --unsafe-load only for files you trust)"
+        )
+    keras = keras3()
+    try:
+        model = keras.saving.load_model(p, compile=False, safe_mode=not unsafe)
+    except Exception as exc:  # keras raises many types for bad files; report them as one
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot load {p}: {msg[:300]}") from None
+    inputs = model.inputs
+    if len(inputs) != 1:
+        raise ModelError(f"{p} has {len(inputs)} inputs; ShopLens needs exactly one image input (N, H, W, C)")
+    shape = tuple(inputs[0].shape)
+    if len(shape) != 4 or shape[3] not in (1, 3):
+        raise ModelError(f"{p} input shape {shape} is not an image (N, H, W, C) with C in 1 or 3")
+    if shape[1] is None or shape[2] is None:
+        raise ModelError(f"{p} input shape {shape} has dynamic height or width; give the model a static size")
+    outputs = model.outputs
+    if len(outputs) != 1 or len(outputs[0].shape) != 2 or outputs[0].shape[1] is None:
+        got = [tuple(o.shape) for o in outputs]
+        raise ModelError(f"{p} outputs {got}; a classifier needs one output of shape (N, K)")
+    return LoadedModel(model, p, fmt, sha256_file(p), shape, int(outputs[0].shape[1]))
+
+
+def find_sidecar_contract(model_path: Path, explicit: Path | None = None) -> PreprocessContract:
+    """The contract given explicitly, or ``contract.json`` beside the model."""
+    candidate = explicit or model_path.parent / "contract.json"
+    if not candidate.is_file():
+        raise DataError(
+            f"no preprocessing contract for {model_path}: "
+            "pass --contract FILE or put contract.json beside the model"
+        )
+    return PreprocessContract.load(candidate)
+
+
+def find_labels(model_path: Path, explicit: Path | None, num_classes: int) -> tuple[str, ...]:
+    """Labels from ``explicit`` or ``labels.txt`` beside the model; must match the class count."""
+    candidate = explicit or model_path.parent / "labels.txt"
+    if candidate.is_file():
+        names = read_labels_file(candidate)
+    elif explicit is not None:
+        raise DataError(f"labels file {explicit} does not exist")
+    else:
+        names = tuple(str(i) for i in range(num_classes))
+    if len(names) != num_classes:
+        raise DataError(f"{candidate} lists {len(names)} labels but the model predicts {num_classes} classes")
+    return names

@@ -1,0 +1,3 @@
+from shoplens.cli.main import entry
+
+entry()

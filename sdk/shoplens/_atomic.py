@@ -1,0 +1,78 @@
+"""Atomic file writes: readers never see a half-written model, report or dataset."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from shoplens.errors import DataError, OutputExistsError
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "ensure_output_dir"]
+
+
+def ensure_output_dir(path: str | os.PathLike[str]) -> Path:
+    """Create ``path`` as a directory (and parents) and prove it is writable."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise OutputExistsError(f"output path {p} is a file, not a directory; choose a directory path")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create output directory {p}: {exc.strerror or exc}") from None
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise DataError(f"output directory {p} is not writable; pick another --out or fix its permissions")
+    return p
+
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    if target.is_dir():
+        raise OutputExistsError(f"{target} is a directory; give a file path")
+    if target.exists() and not overwrite:
+        raise OutputExistsError(
+            f"{target} already exists; pass overwrite=True (CLI: --overwrite) to replace it"
+        )
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path in the target's directory; rename it onto ``target`` on success.
+
+    On any exception the temporary file is removed and ``target`` is left as it was.
+    """
+    target = Path(target)
+    _check_target(target, overwrite)
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise DataError(f"directory {parent} does not exist; create it first")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise DataError(f"cannot write in {parent}: {exc.strerror or exc}") from None
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_bytes(target: str | os.PathLike[str], data: bytes, *, overwrite: bool = False) -> Path:
+    with atomic_path(target, overwrite=overwrite) as tmp:
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise DataError(f"cannot write {target}: {exc.strerror or exc}") from None
+    return Path(target)
+
+
+def atomic_write_text(target: str | os.PathLike[str], text: str, *, overwrite: bool = False) -> Path:
+    return atomic_write_bytes(target, text.encode("utf-8"), overwrite=overwrite)

@@ -1,0 +1,1 @@
+"""The ``shoplens`` command line: a thin typer layer over the library."""

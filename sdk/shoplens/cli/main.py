@@ -1,0 +1,97 @@
+"""Entry point of the ``shoplens`` CLI.
+
+Each command lives in its own module with its own ``typer.Typer()`` and is composed here with
+``add_typer``. Errors are mapped to a one-line message on stderr and an exit code in ONE place,
+:func:`main`. Commands that need TensorFlow import the converter inside the command body.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+from typer.exceptions import Abort, Exit, TyperException
+
+from shoplens._version import __version__
+from shoplens.cli import data_cmd, eval_cmd
+from shoplens.errors import ShopLensError
+
+app = typer.Typer(
+    name="shoplens",
+    help="On-device product recognition: convert, check, bundle, classify and benchmark TFLite models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"shoplens {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details to stderr.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+app.add_typer(data_cmd.app, name="data")
+app.add_typer(eval_cmd.app)
+
+
+def _err(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _one_line(msg: str) -> str:
+    return " ".join(msg.split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (also used by the console script)."""
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=argv, prog_name="shoplens", standalone_mode=False)
+    except ShopLensError as exc:
+        _err(f"error: {_one_line(exc.message)}")
+        return exc.exit_code
+    except Abort:
+        _err("aborted")
+        return 130
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except Exit as exc:
+        return int(exc.exit_code or 0)
+    except TyperException as exc:
+        # usage errors: bad option, missing argument, failed typer validation
+        _err(f"error: {_one_line(exc.format_message())}")
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None and exc.exit_code == 2:
+            _err(f"try '{ctx.command_path} --help'")
+        return int(exc.exit_code)
+    except BrokenPipeError:
+        return 0
+    return int(rv) if isinstance(rv, int) else 0
+
+
+def entry() -> None:  # pragma: no cover - thin wrapper for console_scripts and python -m
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    entry()

@@ -1,0 +1,298 @@
+"""The one implementation of preprocessing: camera frame -> model input tensor.
+
+Order of work, chosen for speed on large camera frames: validate, take the ROI and the crop as a
+*view* (no copy), resize that view straight down to the model size, convert colour on the small
+image, then normalize and quantize with a 256-entry lookup table written directly into the
+destination (for the SDK, the interpreter's own input buffer). After the first frame of a given
+shape, a uint8 frame costs no allocation.
+
+Everything that feeds a model in ShopLens (calibration, evaluation, drift, golden vectors,
+training of the reference model) goes through :class:`Preprocessor`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from shoplens.contract import ColorOrder, CropMode, Interpolation, PreprocessContract
+from shoplens.errors import InvalidFrameError, UsageError
+
+__all__ = [
+    "MIN_FRAME_SIDE",
+    "InputQuantization",
+    "Preprocessor",
+    "crop_box",
+    "preprocess",
+    "preprocess_batch",
+    "validate_frame",
+]
+
+MIN_FRAME_SIDE = 8
+
+_CV_INTERP = {
+    Interpolation.AREA: cv2.INTER_AREA,
+    Interpolation.LINEAR: cv2.INTER_LINEAR,
+    Interpolation.NEAREST: cv2.INTER_NEAREST,
+    Interpolation.CUBIC: cv2.INTER_CUBIC,
+}
+
+_SUPPORTED_OUT = (np.float32, np.uint8, np.int8, np.int16)
+
+
+@dataclass(frozen=True)
+class InputQuantization:
+    """Affine quantization of a model input: real = scale * (q - zero_point)."""
+
+    scale: float
+    zero_point: int
+    dtype: type = np.int8
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.scale) or self.scale <= 0:
+            raise UsageError(f"input quantization scale must be > 0, got {self.scale}")
+        if np.dtype(self.dtype) not in (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.int16)):
+            raise UsageError(
+                f"quantized input dtype must be uint8, int8 or int16, got {np.dtype(self.dtype)}"
+            )
+
+
+def validate_frame(frame: object) -> np.ndarray:
+    """Return ``frame`` as an image array, or raise InvalidFrameError saying what is wrong."""
+    if frame is None:
+        raise InvalidFrameError(
+            "frame is None: the camera read failed (check that the camera is connected and not in use)"
+        )
+    if not isinstance(frame, np.ndarray):
+        raise InvalidFrameError(f"frame must be a numpy array, got {type(frame).__name__}")
+    if frame.size == 0:
+        raise InvalidFrameError(f"frame is empty (shape {frame.shape})")
+    if frame.ndim == 3 and frame.shape[2] == 1:
+        frame = frame[:, :, 0]
+    if frame.ndim not in (2, 3):
+        raise InvalidFrameError(
+            f"frame must be HxW (gray) or HxWxC with C in 1, 3, 4; got {frame.ndim}-D shape {frame.shape}"
+        )
+    if frame.ndim == 3 and frame.shape[2] not in (3, 4):
+        raise InvalidFrameError(
+            f"frame has {frame.shape[2]} channels; expected 1 (gray), 3 (BGR/RGB) or 4 (BGRA)"
+        )
+    h, w = frame.shape[:2]
+    if h < MIN_FRAME_SIDE or w < MIN_FRAME_SIDE:
+        raise InvalidFrameError(f"frame is {w}x{h}; it must be at least {MIN_FRAME_SIDE}x{MIN_FRAME_SIDE}")
+    if frame.dtype == np.uint8:
+        return frame
+    if frame.dtype in (np.float32, np.float64):
+        if not np.isfinite(frame).all():
+            raise InvalidFrameError("frame contains NaN or inf values")
+        return frame
+    raise InvalidFrameError(f"frame dtype {frame.dtype} is not supported; use uint8 or float in [0, 1]")
+
+
+def crop_box(
+    frame_hw: tuple[int, int], contract: PreprocessContract, roi: Sequence[int] | None = None
+) -> tuple[int, int, int, int]:
+    """The (x, y, w, h) region of the frame that the contract's crop mode keeps."""
+    fh, fw = frame_hw
+    x0, y0, w, h = 0, 0, fw, fh
+    if roi is not None:
+        if len(roi) != 4:
+            raise UsageError(f"roi must be (x, y, width, height), got {roi!r}")
+        rx, ry, rw, rh = (int(v) for v in roi)
+        x1, y1 = max(rx, 0), max(ry, 0)
+        x2, y2 = min(rx + rw, fw), min(ry + rh, fh)
+        if x2 - x1 < 1 or y2 - y1 < 1:
+            raise InvalidFrameError(f"roi {tuple(roi)} lies outside the {fw}x{fh} frame")
+        x0, y0, w, h = x1, y1, x2 - x1, y2 - y1
+    if contract.crop is CropMode.CENTER:
+        target = contract.width / contract.height
+        if w / h > target:
+            nw = max(1, round(h * target))
+            x0 += (w - nw) // 2
+            w = nw
+        else:
+            nh = max(1, round(w / target))
+            y0 += (h - nh) // 2
+            h = nh
+    return x0, y0, w, h
+
+
+def _color_code(src_channels: int, input_order: ColorOrder, contract: PreprocessContract) -> int | None:
+    rgb_in = input_order is ColorOrder.RGB
+    if src_channels == 1:
+        return None if contract.channels == 1 else cv2.COLOR_GRAY2BGR
+    if contract.channels == 1:
+        if src_channels == 4:
+            return cv2.COLOR_RGBA2GRAY if rgb_in else cv2.COLOR_BGRA2GRAY
+        return cv2.COLOR_RGB2GRAY if rgb_in else cv2.COLOR_BGR2GRAY
+    same = (contract.color_order is ColorOrder.RGB) == rgb_in
+    if src_channels == 4:
+        return cv2.COLOR_BGRA2BGR if same else cv2.COLOR_BGRA2RGB
+    return None if same else cv2.COLOR_BGR2RGB
+
+
+class Preprocessor:
+    """Turns frames into model input, reusing its scratch buffers.
+
+    Not thread-safe (it owns scratch buffers); a Classifier serialises access with its lock.
+
+    >>> c = PreprocessContract(96, 96)
+    >>> pre = Preprocessor(c)
+    >>> x = pre(np.zeros((480, 640, 3), np.uint8))
+    >>> x.shape, x.dtype.name, float(x.min())
+    ((96, 96, 3), 'float32', -1.0)
+    """
+
+    def __init__(
+        self,
+        contract: PreprocessContract,
+        *,
+        input_order: ColorOrder | str = ColorOrder.BGR,
+        quantization: InputQuantization | None = None,
+        dtype: type | np.dtype | None = None,
+    ) -> None:
+        self.contract = contract
+        order = ColorOrder(input_order) if not isinstance(input_order, ColorOrder) else input_order
+        if order is ColorOrder.GRAY:
+            order = ColorOrder.BGR
+        self.input_order = order
+        self.quantization = quantization
+        out_dtype = np.dtype(quantization.dtype if quantization else (dtype or np.float32))
+        if quantization is not None and dtype is not None and np.dtype(dtype) != out_dtype:
+            raise UsageError(f"dtype {np.dtype(dtype)} conflicts with quantized input dtype {out_dtype}")
+        if out_dtype not in [np.dtype(t) for t in _SUPPORTED_OUT]:
+            raise UsageError(
+                f"unsupported model input dtype {out_dtype}; expected float32, uint8, int8, int16"
+            )
+        self.out_dtype = out_dtype
+        self.out_shape = (contract.height, contract.width, contract.channels)
+        self._lut = self._build_lut()
+        self._scratch: dict[tuple[int, str, str], np.ndarray] = {}
+
+    # -- tables ---------------------------------------------------------------------------
+    def _affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel (a, b) so that model_value = a * x + b for pixel x in [0, 255]."""
+        mean = np.asarray(self.contract.mean, np.float64)
+        std = np.asarray(self.contract.std, np.float64)
+        a, b = 1.0 / std, -mean / std
+        q = self.quantization
+        if q is not None:
+            a, b = a / q.scale, b / q.scale + q.zero_point
+        return a, b
+
+    def _build_lut(self) -> np.ndarray:
+        a, b = self._affine()
+        x = np.arange(256, dtype=np.float64)[:, None]
+        v = x * a[None, :] + b[None, :]
+        if self.out_dtype.kind in "iu":
+            info = np.iinfo(self.out_dtype)
+            v = np.clip(np.rint(v), info.min, info.max)
+        lut = v.astype(self.out_dtype)
+        if np.all(lut == lut[:, :1]):
+            return np.ascontiguousarray(lut[:, 0])  # one table for all channels
+        return np.ascontiguousarray(lut.reshape(256, 1, lut.shape[1]))
+
+    def _buf(self, key: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        k = (len(shape), key, dtype.str)
+        buf = self._scratch.get(k)
+        if buf is None or buf.shape != shape:
+            buf = np.empty(shape, dtype)
+            self._scratch[k] = buf
+        return buf
+
+    # -- the work -------------------------------------------------------------------------
+    def __call__(
+        self, frame: object, out: np.ndarray | None = None, *, roi: Sequence[int] | None = None
+    ) -> np.ndarray:
+        """Preprocess one frame into ``out`` (shape HxWxC, or 1xHxWxC) and return it."""
+        f = validate_frame(frame)
+        c = self.contract
+        H, W = c.height, c.width
+        if out is None:
+            out = np.empty(self.out_shape, self.out_dtype)
+        target = out[0] if out.ndim == 4 else out
+        if target.shape != self.out_shape or target.dtype != self.out_dtype:
+            raise UsageError(
+                f"output buffer is {target.shape} {target.dtype}, expected {self.out_shape} {self.out_dtype}"
+            )
+        x0, y0, w, h = crop_box(f.shape[:2], c, roi)
+        view = f[y0 : y0 + h, x0 : x0 + w]
+        src_c = 1 if f.ndim == 2 else f.shape[2]
+        interp = _CV_INTERP[c.interpolation]
+        is_float = f.dtype != np.uint8
+        work_dtype = np.dtype(np.float32) if is_float else np.dtype(np.uint8)
+        if is_float and f.dtype != np.float32:
+            view = view.astype(np.float32)
+        rshape = (H, W) if src_c == 1 else (H, W, src_c)
+        resized = self._buf("resize", rshape, work_dtype)
+        if c.crop is CropMode.LETTERBOX:
+            scale = min(W / w, H / h)
+            nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+            ox, oy = (W - nw) // 2, (H - nh) // 2
+            fill = c.letterbox_value / 255.0 if is_float else c.letterbox_value
+            resized[...] = fill
+            resized[oy : oy + nh, ox : ox + nw] = cv2.resize(view, (nw, nh), interpolation=interp)
+        else:
+            res = cv2.resize(view, (W, H), dst=resized, interpolation=interp)
+            if res is not resized and res.ctypes.data != resized.ctypes.data:
+                resized[...] = res
+        code = _color_code(src_c, self.input_order, c)
+        cshape = (H, W) if c.channels == 1 else (H, W, 3)
+        if code is None:
+            colored = resized
+        else:
+            colored = self._buf("color", cshape, work_dtype)
+            res = cv2.cvtColor(resized, code, dst=colored)
+            if res.ctypes.data != colored.ctypes.data:
+                colored[...] = res
+        dst2 = target.reshape(cshape) if c.channels == 1 else target
+        if is_float:
+            self._normalize_float(colored, dst2)
+        else:
+            res = cv2.LUT(colored, self._lut, dst=dst2)
+            if res.ctypes.data != dst2.ctypes.data:  # pragma: no cover - defensive, cv2 reallocated
+                dst2[...] = res
+        return out
+
+    def _normalize_float(self, img: np.ndarray, dst: np.ndarray) -> None:
+        a, b = self._affine()
+        chans = 1 if img.ndim == 2 else img.shape[2]
+        a_ = (a * 255.0).astype(np.float32)[:chans] if chans > 1 else np.float32(a[0] * 255.0)
+        b_ = b.astype(np.float32)[:chans] if chans > 1 else np.float32(b[0])
+        v = np.clip(img, 0.0, 1.0) * a_ + b_
+        if self.out_dtype.kind in "iu":
+            info = np.iinfo(self.out_dtype)
+            v = np.clip(np.rint(v), info.min, info.max)
+        dst[...] = v.astype(self.out_dtype, copy=False)
+
+
+def preprocess(
+    frame: object,
+    contract: PreprocessContract,
+    *,
+    input_order: ColorOrder | str = ColorOrder.BGR,
+    quantization: InputQuantization | None = None,
+    roi: Sequence[int] | None = None,
+) -> np.ndarray:
+    """One-off preprocessing of a frame (builds a fresh Preprocessor; prefer the class in loops)."""
+    return Preprocessor(contract, input_order=input_order, quantization=quantization)(frame, roi=roi)
+
+
+def preprocess_batch(
+    frames: Iterable[object],
+    contract: PreprocessContract,
+    *,
+    input_order: ColorOrder | str = ColorOrder.BGR,
+    quantization: InputQuantization | None = None,
+    preprocessor: Preprocessor | None = None,
+) -> np.ndarray:
+    """Preprocess a batch of frames into one (N, H, W, C) array."""
+    pre = preprocessor or Preprocessor(contract, input_order=input_order, quantization=quantization)
+    frames = list(frames)
+    out = np.empty((len(frames), *pre.out_shape), pre.out_dtype)
+    for i, f in enumerate(frames):
+        pre(f, out[i])
+    return out
