@@ -58,7 +58,7 @@ test: setup lint
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; fi; exit $$rc
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check sdk converter tests sample_apps benchmarks device_tests
+	$(VENV)/bin/ruff check sdk converter tests sample_apps tools
 
 train-reference: setup
 	$(PY) sample_apps/reference_model/train.py --epochs 12

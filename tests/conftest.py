@@ -81,3 +81,90 @@ def tiny_keras_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (out / "contract.json").write_text(contract.to_json())
     (out / "labels.txt").write_text("\n".join(FASHION_MNIST_LABELS) + "\n")
     return path
+
+
+def _train_tiny(out: Path, contract, *, logits: bool = False, n: int = 3000, epochs: int = 3) -> Path:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    from shoplens.data.fashion_mnist import FASHION_MNIST_LABELS, load_fashion_mnist
+    from shoplens.preprocess import preprocess_batch
+
+    x, y = load_fashion_mnist("train")
+    xs = preprocess_batch(x[:n], contract)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((contract.height, contract.width, contract.channels)),
+            keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
+            keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation=None if logits else "softmax"),
+        ]
+    )
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=logits)
+    model.compile("adam", loss, metrics=["accuracy"])
+    model.fit(xs, y[:n], epochs=epochs, batch_size=64, verbose=0)
+    path = out / "model.keras"
+    model.save(path)
+    (out / "contract.json").write_text(contract.to_json())
+    (out / "labels.txt").write_text("\n".join(FASHION_MNIST_LABELS) + "\n")
+    return path
+
+
+def _to_tflite(keras_path: Path, contract, *, int8: bool, io: str = "uint8", calib: int = 200) -> bytes:
+    """Real TFLite conversion (test scaffolding until the converter API lands)."""
+    import keras
+    import tensorflow as tf
+
+    from shoplens.data.fashion_mnist import load_fashion_mnist
+    from shoplens.preprocess import preprocess_batch
+
+    model = keras.saving.load_model(keras_path)
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    if int8:
+        x, _ = load_fashion_mnist("train")
+        cal = preprocess_batch(x[-calib:], contract)
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: ([cal[i : i + 1]] for i in range(len(cal)))
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.uint8 if io == "uint8" else tf.int8
+        conv.inference_output_type = tf.uint8 if io == "uint8" else tf.int8
+    return conv.convert()
+
+
+@pytest.fixture(scope="session")
+def tiny_rgb(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 32x32 RGB CNN trained in seconds, as Keras and as real TFLite files.
+
+    Keys: keras, f32 (float I/O), int8 (uint8 I/O), int8io (int8 I/O), logits (int8, logits
+    output), nometa (int8 without ShopLens metadata, no labels.txt beside it).
+    """
+    from shoplens.contract import PreprocessContract
+    from shoplens.data.fashion_mnist import FASHION_MNIST_LABELS
+    from shoplens_convert.metadata import embed_shoplens_metadata, shoplens_metadata_dict
+
+    out = tmp_path_factory.mktemp("tiny_rgb")
+    contract = PreprocessContract.from_range(32, 32, 0.0, 1.0, color_order="RGB")
+    keras_path = _train_tiny(out, contract)
+    paths = {"keras": keras_path}
+    meta = shoplens_metadata_dict(contract, FASHION_MNIST_LABELS)
+    for name, kw in {
+        "f32": {"int8": False},
+        "int8": {"int8": True},
+        "int8io": {"int8": True, "io": "int8"},
+    }.items():
+        p = out / f"{name}.tflite"
+        p.write_bytes(embed_shoplens_metadata(_to_tflite(keras_path, contract, **kw), meta))
+        paths[name] = p
+    bare = tmp_path_factory.mktemp("bare") / "nometa.tflite"
+    bare.write_bytes(_to_tflite(keras_path, contract, int8=True))
+    paths["nometa"] = bare
+    lout = tmp_path_factory.mktemp("tiny_logits")
+    lk = _train_tiny(lout, contract, logits=True, epochs=2)
+    lp = lout / "logits.tflite"
+    lp.write_bytes(
+        embed_shoplens_metadata(_to_tflite(lk, contract, int8=False), {**meta, "output": "logits"})
+    )
+    paths["logits"] = lp
+    return paths

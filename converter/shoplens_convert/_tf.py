@@ -8,34 +8,13 @@ afford that, so the import and device initialisation run with file descriptor 2 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
-from collections.abc import Iterator
 from typing import Any
 
+from shoplens._quiet import quiet_native_stderr
 from shoplens.errors import ShopLensError
 
 _CACHE: dict[str, Any] = {}
-
-
-@contextlib.contextmanager
-def quiet_native_stderr() -> Iterator[None]:
-    """Silence writes to fd 2 from native code; Python's sys.stderr is flushed first."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real fd 2 (embedded, pytest capture): nothing to do
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def keras3() -> Any:

@@ -8,6 +8,7 @@ on stderr and an exit code in exactly one place (``shoplens.cli.main``): ``exit_
 from __future__ import annotations
 
 __all__ = [
+    "BackendUnavailableError",
     "ConversionError",
     "DataError",
     "DelegateUnavailableError",
@@ -55,6 +56,12 @@ class ModelError(ShopLensError):
 
 class InvalidFrameError(ShopLensError, ValueError):
     """A camera frame that cannot be classified (None, empty, wrong shape or dtype, NaN)."""
+
+    exit_code = 2
+
+
+class BackendUnavailableError(ShopLensError):
+    """No TFLite interpreter package (ai-edge-litert, tflite-runtime, tensorflow) is installed."""
 
     exit_code = 2
 

@@ -171,6 +171,9 @@ class Preprocessor:
         self.out_shape = (contract.height, contract.width, contract.channels)
         self._lut = self._build_lut()
         self._scratch: dict[tuple[int, str, str], np.ndarray] = {}
+        self.last_resized: np.ndarray | None = None
+        self.last_crop: np.ndarray | None = None
+        self.last_crop_side = 0
 
     # -- tables ---------------------------------------------------------------------------
     def _affine(self) -> tuple[np.ndarray, np.ndarray]:
@@ -239,6 +242,9 @@ class Preprocessor:
             res = cv2.resize(view, (W, H), dst=resized, interpolation=interp)
             if res is not resized and res.ctypes.data != resized.ctypes.data:
                 resized[...] = res
+        self.last_resized = resized  # the crop at model size, before colour conversion (quality gate)
+        self.last_crop = view
+        self.last_crop_side = min(w, h)
         code = _color_code(src_c, self.input_order, c)
         cshape = (H, W) if c.channels == 1 else (H, W, 3)
         if code is None:

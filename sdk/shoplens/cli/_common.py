@@ -10,8 +10,8 @@ from rich.console import Console
 
 __all__ = ["err_console", "out_console", "print_json"]
 
-out_console = Console()
-err_console = Console(stderr=True)
+out_console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def print_json(obj: Any) -> None:

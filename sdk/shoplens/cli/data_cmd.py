@@ -101,7 +101,7 @@ def kiosk(
     if json_out:
         print_json(summary)
     else:
-        kind = "video" if video else "frames"
+        kind = "video frames" if video else "frames"
         out_console.print(
             f"wrote {len(infos)} kiosk {kind} to {out} ({sum(bad.values())} deliberately bad: {bad})"
         )

@@ -1,0 +1,690 @@
+"""``shoplens.Classifier``: camera frame in, smoothed top-k categories out.
+
+The API follows MediaPipe Tasks' ImageClassifier: frozen option dataclasses, a RunningMode with
+one method per mode, a context manager. It adds what kiosks need: a quality gate, temporal
+smoothing with hysteresis (VIDEO and LIVE_STREAM), latest-frame-wins streaming that never
+blocks the camera thread, and thread safety.
+
+    >>> from shoplens import Classifier
+    >>> with Classifier.create_from_model_path("model.tflite") as clf:   # doctest: +SKIP
+    ...     result = clf.classify(frame_bgr)
+    ...     print(result.top.label, result.top.score)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shoplens.contract import ColorOrder, CropMode, PreprocessContract
+from shoplens.data.datasets import read_labels_file
+from shoplens.errors import DataError, InvalidFrameError, ModelError, ShopLensError, UsageError
+from shoplens.preprocess import InputQuantization, Preprocessor
+from shoplens.quality import (
+    UNCHECKED,
+    QualityOptions,
+    QualityPolicy,
+    QualityVerdict,
+    assess_quality,
+    gate_view,
+)
+from shoplens.runtime import Backend, Delegate, make_interpreter, valid_device
+from shoplens.tflite_model import ModelInfo, TensorInfo, read_model_info
+
+__all__ = [
+    "BaseOptions",
+    "Category",
+    "ClassificationResult",
+    "Classifier",
+    "ClassifierOptions",
+    "ClassifierPool",
+    "ImageClassifierOptions",
+    "RunningMode",
+    "SmoothingOptions",
+    "StreamStats",
+    "Timing",
+]
+
+log = logging.getLogger("shoplens.classifier")
+
+
+class RunningMode(str, Enum):
+    IMAGE = "image"
+    VIDEO = "video"
+    LIVE_STREAM = "live_stream"
+
+
+@dataclass(frozen=True)
+class BaseOptions:
+    """Where the model comes from and how it runs."""
+
+    model_asset_path: str | Path | None = None
+    model_asset_buffer: bytes | None = None
+    num_threads: int = 1
+    delegate: Delegate | str = Delegate.CPU
+    device: str | None = None  # Edge TPU: "usb", "pci", ":N"
+    fallback_to_cpu: bool = False
+    backend: Backend | str = Backend.AUTO
+
+    def __post_init__(self) -> None:
+        if (self.model_asset_path is None) == (self.model_asset_buffer is None):
+            raise UsageError("give exactly one of model_asset_path and model_asset_buffer")
+        if (
+            not isinstance(self.num_threads, int)
+            or isinstance(self.num_threads, bool)
+            or self.num_threads < 1
+        ):
+            raise UsageError(f"num_threads must be an int >= 1, got {self.num_threads!r}")
+        try:
+            object.__setattr__(self, "delegate", Delegate(self.delegate))
+            object.__setattr__(self, "backend", Backend(self.backend))
+        except ValueError as exc:
+            raise UsageError(
+                f"{exc}; delegates: cpu, edgetpu; back ends: auto, ai_edge_litert, tflite_runtime, tensorflow"
+            ) from None
+        object.__setattr__(self, "device", valid_device(self.device))
+
+
+@dataclass(frozen=True)
+class ClassifierOptions:
+    max_results: int = 3
+    score_threshold: float = 0.0
+    category_allowlist: tuple[str, ...] = ()
+    category_denylist: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_results, int) or self.max_results < 1:
+            raise UsageError(f"max_results must be an int >= 1, got {self.max_results!r}")
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise UsageError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
+        object.__setattr__(self, "category_allowlist", tuple(self.category_allowlist))
+        object.__setattr__(self, "category_denylist", tuple(self.category_denylist))
+        if self.category_allowlist and self.category_denylist:
+            raise UsageError("category_allowlist and category_denylist are mutually exclusive")
+
+
+@dataclass(frozen=True)
+class SmoothingOptions:
+    """Temporal smoothing for VIDEO and LIVE_STREAM: EMA of scores plus hysteresis."""
+
+    alpha: float = 0.4  # weight of the newest frame in the moving average
+    hysteresis: float = 0.1  # a new label must beat the current one by this much to take over
+    reset_after_ms: int = 1500  # a gap this long starts afresh
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha <= 1:
+            raise UsageError(f"smoothing alpha must be in (0, 1], got {self.alpha}")
+        if not 0 <= self.hysteresis < 1:
+            raise UsageError(f"hysteresis must be in [0, 1), got {self.hysteresis}")
+        if self.reset_after_ms < 0:
+            raise UsageError("reset_after_ms must be >= 0")
+
+
+@dataclass(frozen=True)
+class ImageClassifierOptions:
+    base_options: BaseOptions
+    classifier_options: ClassifierOptions = field(default_factory=ClassifierOptions)
+    running_mode: RunningMode = RunningMode.IMAGE
+    result_callback: Callable[[ClassificationResult, np.ndarray | None, int], None] | None = None
+    input_color_order: ColorOrder | str = ColorOrder.BGR  # cameras come through OpenCV
+    crop: CropMode | str | None = None  # None: the model's contract decides
+    roi: tuple[int, int, int, int] | None = None  # (x, y, width, height) in frame pixels
+    quality: QualityOptions = field(default_factory=QualityOptions)
+    smoothing: SmoothingOptions = field(default_factory=SmoothingOptions)
+    contract: PreprocessContract | None = None  # for models without ShopLens metadata
+    labels: tuple[str, ...] | None = None  # overrides metadata and labels.txt
+    labels_path: str | Path | None = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        try:
+            set_(self, "running_mode", RunningMode(self.running_mode))
+            set_(self, "input_color_order", ColorOrder(self.input_color_order))
+            if self.crop is not None:
+                set_(self, "crop", CropMode(self.crop))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if self.input_color_order is ColorOrder.GRAY:
+            raise UsageError("input_color_order is the order of colour frames: BGR or RGB")
+        if self.running_mode is RunningMode.LIVE_STREAM and self.result_callback is None:
+            raise UsageError("LIVE_STREAM mode needs a result_callback")
+        if self.running_mode is not RunningMode.LIVE_STREAM and self.result_callback is not None:
+            raise UsageError(
+                f"result_callback is only used in LIVE_STREAM mode, not {self.running_mode.name}"
+            )
+        if self.roi is not None:
+            if len(self.roi) != 4 or self.roi[2] < 1 or self.roi[3] < 1:
+                raise UsageError(f"roi must be (x, y, width, height) with positive size, got {self.roi!r}")
+            set_(self, "roi", tuple(int(v) for v in self.roi))
+        if self.labels is not None:
+            set_(self, "labels", tuple(self.labels))
+
+
+@dataclass(frozen=True)
+class Category:
+    index: int
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Timing:
+    preprocess_ms: float = 0.0
+    invoke_ms: float = 0.0
+    postprocess_ms: float = 0.0
+
+    @property
+    def total_ms(self) -> float:
+        return self.preprocess_ms + self.invoke_ms + self.postprocess_ms
+
+
+@dataclass(frozen=True)
+class ClassificationResult:
+    """Top-k categories (empty when the quality gate rejected the frame) and how we got them."""
+
+    categories: tuple[Category, ...]
+    timing: Timing
+    quality: QualityVerdict = UNCHECKED
+    timestamp_ms: int | None = None
+    scores: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def rejected(self) -> bool:
+        return not self.categories and not self.quality.ok
+
+    @property
+    def top(self) -> Category | None:
+        return self.categories[0] if self.categories else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "timestamp_ms": self.timestamp_ms,
+            "categories": [
+                {"index": c.index, "label": c.label, "score": round(c.score, 6)} for c in self.categories
+            ],
+            "rejected": self.rejected,
+            "quality": self.quality.to_dict(),
+            "timing_ms": {
+                "preprocess": round(self.timing.preprocess_ms, 4),
+                "invoke": round(self.timing.invoke_ms, 4),
+                "postprocess": round(self.timing.postprocess_ms, 4),
+                "total": round(self.timing.total_ms, 4),
+            },
+        }
+
+
+@dataclass
+class StreamStats:
+    """Every LIVE_STREAM frame is accounted for: processed, dropped (stale) or rejected."""
+
+    submitted: int = 0
+    processed: int = 0
+    dropped: int = 0  # replaced by a newer frame before the worker took it
+    rejected_invalid: int = 0
+    rejected_quality: int = 0
+    callback_errors: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max()
+    e = np.exp(z)
+    return e / e.sum()
+
+
+def _dequantize(q: np.ndarray, t: TensorInfo) -> np.ndarray:
+    """Dequantize through int64 so (q - zero_point) cannot overflow (e.g. uint8 0 - 128)."""
+    if not t.scales:
+        return q.astype(np.float64)
+    return (q.astype(np.int64) - int(t.zero_points[0])) * float(t.scales[0])
+
+
+def _resolve_labels(
+    opts: ImageClassifierOptions, meta: dict[str, Any] | None, info: ModelInfo, num_classes: int
+) -> tuple[str, ...]:
+    if opts.labels is not None:
+        names = opts.labels
+        source = "options"
+    elif opts.labels_path is not None:
+        names = read_labels_file(Path(opts.labels_path))
+        source = str(opts.labels_path)
+    elif meta and meta.get("labels"):
+        names = tuple(str(x) for x in meta["labels"])
+        source = "model metadata"
+    elif "labels.txt" in info.associated_files:
+        text = info.associated_files["labels.txt"].decode("utf-8", errors="replace")
+        names = tuple(x.strip() for x in text.splitlines() if x.strip())
+        source = "labels.txt in the model"
+    else:
+        p = opts.base_options.model_asset_path
+        side = Path(p).parent / "labels.txt" if p is not None else None
+        if side is not None and side.is_file():
+            names = read_labels_file(side)
+            source = str(side)
+        else:
+            names = tuple(str(i) for i in range(num_classes))
+            source = "class indices"
+    if len(names) != num_classes:
+        raise DataError(
+            f"labels from {source} list {len(names)} names but the model outputs {num_classes} scores"
+        )
+    return names
+
+
+def _resolve_contract(
+    opts: ImageClassifierOptions, meta: dict[str, Any] | None, inp: TensorInfo
+) -> PreprocessContract:
+    if opts.contract is not None:
+        c = opts.contract
+    elif meta and "contract" in meta:
+        c = PreprocessContract.from_dict(meta["contract"])
+    else:
+        raise ModelError(
+            "the model carries no ShopLens preprocessing contract; convert it with 'shoplens convert' "
+            "or pass contract=PreprocessContract(...) in the options"
+        )
+    if opts.crop is not None:
+        c = c.replace(crop=opts.crop)
+    _, h, w, ch = inp.shape
+    if (h, w, ch) != (c.height, c.width, c.channels):
+        raise ModelError(
+            f"contract says {c.height}x{c.width}x{c.channels} but the model input is {h}x{w}x{ch}"
+        )
+    return c
+
+
+class Classifier:
+    """Classify camera frames with a TFLite model. Thread-safe; use one per camera or a pool."""
+
+    def __init__(self, options: ImageClassifierOptions) -> None:
+        if not isinstance(options, ImageClassifierOptions):
+            raise UsageError(
+                "Classifier needs ImageClassifierOptions; use Classifier.create_from_model_path()"
+            )
+        self.options = options
+        bo = options.base_options
+        model = bo.model_asset_buffer if bo.model_asset_buffer is not None else Path(bo.model_asset_path)  # type: ignore[arg-type]
+        self.model_name = "<bytes>" if bo.model_asset_buffer is not None else str(bo.model_asset_path)
+        self.info = read_model_info(model)
+        if len(self.info.inputs) != 1:
+            raise ModelError(
+                f"{self.model_name} has {len(self.info.inputs)} inputs; a classifier needs exactly one"
+            )
+        if len(self.info.outputs) < 1:
+            raise ModelError(f"{self.model_name} has no output")
+        inp, out = self.info.inputs[0], self.info.outputs[0]
+        if len(inp.shape) != 4 or inp.shape[0] != 1 or inp.shape[3] not in (1, 3):
+            raise ModelError(
+                f"{self.model_name} input shape {inp.shape} is not (1, H, W, C) with C in 1 or 3"
+            )
+        if len(out.shape) != 2 or out.shape[0] != 1:
+            raise ModelError(f"{self.model_name} output shape {out.shape} is not (1, K)")
+        meta = self.info.shoplens_metadata
+        self.contract = _resolve_contract(options, meta, inp)
+        self.labels = _resolve_labels(options, meta, self.info, out.shape[1])
+        self.outputs_logits = bool(meta.get("output") == "logits") if meta else False
+        self._handle = make_interpreter(
+            model, self.info, backend=bo.backend, delegate=bo.delegate, num_threads=bo.num_threads,
+            device=bo.device, fallback_to_cpu=bo.fallback_to_cpu,
+        )  # fmt: skip
+        self._interp = self._handle.interpreter
+        in_detail = self._interp.get_input_details()[0]
+        out_detail = self._interp.get_output_details()[0]
+        self._in_index = in_detail["index"]
+        self._out_index = out_detail["index"]
+        self._input_view = self._interp.tensor(self._in_index)
+        dtype = np.dtype(in_detail["dtype"])
+        quant = None
+        if dtype.kind in "iu":
+            scale, zp = in_detail["quantization"]
+            if not scale:
+                raise ModelError(f"{self.model_name} has an integer input without quantization parameters")
+            quant = InputQuantization(float(scale), int(zp), dtype.type)
+        self._pre = Preprocessor(self.contract, input_order=options.input_color_order, quantization=quant,
+                                 dtype=None if quant else dtype)  # fmt: skip
+        self._out_tensor = out
+        self._allowed = self._category_mask()
+        self._lock = threading.RLock()
+        self._closed = False
+        self._last_ts: int | None = None
+        self._ema: np.ndarray | None = None
+        self._shown: int | None = None
+        # LIVE_STREAM worker state
+        self.stream_stats = StreamStats()
+        self._cond = threading.Condition()
+        self._pending: tuple[np.ndarray, int] | None = None
+        self._slots: list[np.ndarray | None] = [None, None, None]
+        self._working: np.ndarray | None = None
+        self._worker: threading.Thread | None = None
+        self._stop = False
+        self._last_submitted: int | None = None
+        self._busy = False
+        if options.running_mode is RunningMode.LIVE_STREAM:
+            self._worker = threading.Thread(target=self._run_stream, name="shoplens-live-stream", daemon=True)
+            self._worker.start()
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def create_from_model_path(cls, model_path: str | Path, **kwargs: Any) -> Classifier:
+        """Shortcut: IMAGE mode on the CPU; keyword arguments go to ImageClassifierOptions."""
+        p = Path(model_path)
+        if not p.exists():
+            raise ModelError(f"model {p} does not exist")
+        base_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in BaseOptions.__dataclass_fields__}
+        return cls(ImageClassifierOptions(BaseOptions(model_asset_path=p, **base_kw), **kwargs))
+
+    @classmethod
+    def create_from_options(cls, options: ImageClassifierOptions) -> Classifier:
+        return cls(options)
+
+    def __enter__(self) -> Classifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else self.options.running_mode.name
+        fb = ", fell back to cpu" if self._handle.fell_back else ""
+        return (
+            f"Classifier(model={self.model_name!r}, {len(self.labels)} classes, input "
+            f"{self.info.inputs[0].dtype}{list(self.info.inputs[0].shape)}, "
+            f"contract={self.contract.describe()!r}, "
+            f"backend={self._handle.backend.value}, delegate={self._handle.delegate.value}{fb}, "
+            f"threads={self.options.base_options.num_threads}, mode={state})"
+        )
+
+    @property
+    def backend(self) -> str:
+        return self._handle.backend.value
+
+    @property
+    def delegate(self) -> str:
+        return self._handle.delegate.value
+
+    def close(self) -> None:
+        """Stop the LIVE_STREAM worker (if any) and release the interpreter. Idempotent."""
+        if self._closed:
+            return
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(timeout=10)
+        with self._lock:
+            self._closed = True
+            self._input_view = None
+            self._interp = None
+
+    # -- the work ---------------------------------------------------------------------------
+    def _category_mask(self) -> np.ndarray:
+        opts = self.options.classifier_options
+        mask = np.ones(len(self.labels), bool)
+        known = set(self.labels)
+        for name in (*opts.category_allowlist, *opts.category_denylist):
+            if name not in known:
+                raise UsageError(f"category {name!r} is not one of the model's labels")
+        if opts.category_allowlist:
+            mask[:] = False
+            for name in opts.category_allowlist:
+                mask[self.labels.index(name)] = True
+        for name in opts.category_denylist:
+            mask[self.labels.index(name)] = False
+        return mask
+
+    def _check_mode(self, mode: RunningMode, method: str) -> None:
+        if self._closed:
+            raise UsageError("this Classifier is closed")
+        if self.options.running_mode is not mode:
+            raise UsageError(
+                f"{method}() is for {mode.name} mode, but this Classifier runs in "
+                f"{self.options.running_mode.name} mode"
+            )
+
+    def _scores(self, frame: object) -> tuple[np.ndarray | None, QualityVerdict, float, float]:
+        """Preprocess into the input buffer, gate, invoke; returns probabilities (or None)."""
+        t0 = time.perf_counter()
+        buf = self._input_view()  # type: ignore[misc]
+        try:
+            self._pre(frame, buf, roi=self.options.roi)
+        finally:
+            del buf  # the interpreter refuses to run while a view of its memory is alive
+        q = self.options.quality
+        verdict = UNCHECKED
+        pre = self._pre
+        if q.policy is not QualityPolicy.OFF and pre.last_resized is not None and pre.last_crop is not None:
+            verdict = assess_quality(gate_view(pre.last_resized, pre.last_crop), pre.last_crop_side, q)
+        t1 = time.perf_counter()
+        if not verdict.ok and q.policy is QualityPolicy.REJECT:
+            return None, verdict, (t1 - t0) * 1e3, 0.0
+        self._interp.invoke()  # type: ignore[union-attr]
+        t2 = time.perf_counter()
+        raw = self._interp.get_tensor(self._out_index)[0]  # type: ignore[union-attr]
+        scores = _dequantize(raw, self._out_tensor)
+        if self.outputs_logits or scores.min() < -1e-3 or scores.max() > 1 + 1e-3:
+            scores = _softmax(scores)
+        return scores, verdict, (t1 - t0) * 1e3, (t2 - t1) * 1e3
+
+    def _top(self, scores: np.ndarray, shown: int | None = None) -> tuple[Category, ...]:
+        opts = self.options.classifier_options
+        s = np.where(self._allowed, scores, -1.0)
+        order = np.argsort(-s, kind="stable")
+        if shown is not None and self._allowed[shown]:
+            order = np.concatenate([[shown], order[order != shown]])
+        cats = []
+        for i in order[: opts.max_results]:
+            sc = float(scores[i])
+            if s[i] < 0 or sc < opts.score_threshold:
+                continue
+            cats.append(Category(int(i), self.labels[i], sc))
+        return tuple(cats)
+
+    def _run(self, frame: object, ts: int | None, smooth: bool) -> ClassificationResult:
+        with self._lock:
+            if self._closed:
+                raise UsageError("this Classifier is closed")
+            scores, verdict, pre_ms, inv_ms = self._scores(frame)
+            t2 = time.perf_counter()
+            if scores is None:
+                return ClassificationResult((), Timing(pre_ms, 0.0, 0.0), verdict, ts)
+            shown = None
+            if smooth:
+                scores, shown = self._smooth(scores, ts)
+            cats = self._top(scores, shown)
+            post_ms = (time.perf_counter() - t2) * 1e3
+            return ClassificationResult(cats, Timing(pre_ms, inv_ms, post_ms), verdict, ts, scores)
+
+    def _smooth(self, scores: np.ndarray, ts: int | None) -> tuple[np.ndarray, int]:
+        sm = self.options.smoothing
+        if self._ema is None or (ts is not None and self._last_ts is not None
+                                 and ts - self._last_ts > sm.reset_after_ms):  # fmt: skip
+            self._ema = scores.copy()
+            self._shown = int(np.argmax(np.where(self._allowed, scores, -1)))
+        else:
+            self._ema = sm.alpha * scores + (1 - sm.alpha) * self._ema
+            best = int(np.argmax(np.where(self._allowed, self._ema, -1)))
+            if self._shown is None or self._ema[best] > self._ema[self._shown] + sm.hysteresis:
+                self._shown = best
+        if ts is not None:
+            self._last_ts = ts
+        return self._ema, self._shown  # type: ignore[return-value]
+
+    def _check_ts(self, ts_ms: int) -> int:
+        if not isinstance(ts_ms, (int, np.integer)) or isinstance(ts_ms, bool):
+            raise UsageError(f"timestamp must be an int of milliseconds, got {ts_ms!r}")
+        ts = int(ts_ms)
+        if self._last_ts is not None and ts <= self._last_ts:
+            raise UsageError(f"timestamps must increase: got {ts} ms after {self._last_ts} ms")
+        return ts
+
+    # -- public methods, one per running mode --------------------------------------------------
+    def classify(self, frame: np.ndarray) -> ClassificationResult:
+        """IMAGE mode: classify one frame (BGR by default)."""
+        self._check_mode(RunningMode.IMAGE, "classify")
+        return self._run(frame, None, smooth=False)
+
+    def classify_batch(self, frames: Sequence[np.ndarray]) -> list[ClassificationResult]:
+        """IMAGE mode: classify several frames; invalid frames raise InvalidFrameError."""
+        self._check_mode(RunningMode.IMAGE, "classify_batch")
+        return [self._run(f, None, smooth=False) for f in frames]
+
+    def classify_for_video(self, frame: np.ndarray, timestamp_ms: int) -> ClassificationResult:
+        """VIDEO mode: frames in timestamp order; scores are smoothed over time."""
+        self._check_mode(RunningMode.VIDEO, "classify_for_video")
+        with self._lock:
+            ts = self._check_ts(timestamp_ms)
+            return self._run(frame, ts, smooth=True)
+
+    def classify_async(self, frame: np.ndarray, timestamp_ms: int) -> None:
+        """LIVE_STREAM mode: hand a frame to the worker and return at once.
+
+        The latest frame wins: a frame still waiting when a newer one arrives is dropped and
+        counted in ``stream_stats.dropped``. The frame is copied (into one of three reused
+        buffers), so the camera may reuse its own. The result reaches
+        ``result_callback(result, frame, timestamp_ms)`` on the worker thread; ``frame`` is valid
+        only during the callback (copy it to keep it).
+        """
+        self._check_mode(RunningMode.LIVE_STREAM, "classify_async")
+        if not isinstance(timestamp_ms, (int, np.integer)) or isinstance(timestamp_ms, bool):
+            raise UsageError(f"timestamp must be an int of milliseconds, got {timestamp_ms!r}")
+        with self._cond:
+            st = self.stream_stats
+            st.submitted += 1
+            if self._last_submitted is not None and timestamp_ms <= self._last_submitted:
+                raise UsageError(
+                    f"timestamps must increase: got {timestamp_ms} ms after {self._last_submitted} ms"
+                )
+            self._last_submitted = int(timestamp_ms)
+            if not isinstance(frame, np.ndarray) or frame.size == 0:
+                st.rejected_invalid += 1
+                self._deliver_invalid(frame, int(timestamp_ms))
+                return
+            # triple buffering: one slot is being processed, one may be pending, one is free
+            pending = self._pending[0] if self._pending is not None else None
+            slot = next(
+                k
+                for k, b in enumerate(self._slots)
+                if b is None or (b is not pending and b is not self._working)
+            )
+            buf = self._slots[slot]
+            if buf is None or buf.shape != frame.shape or buf.dtype != frame.dtype:
+                buf = np.empty(frame.shape, frame.dtype)
+                self._slots[slot] = buf
+            np.copyto(buf, frame)
+            if self._pending is not None:
+                st.dropped += 1
+            self._pending = (buf, int(timestamp_ms))
+            self._cond.notify()
+
+    def _deliver_invalid(self, frame: object, ts: int) -> None:
+        verdict = QualityVerdict(False, ("invalid",))
+        self._callback(ClassificationResult((), Timing(), verdict, ts), None, ts)
+
+    def _callback(self, result: ClassificationResult, frame: np.ndarray | None, ts: int) -> None:
+        cb = self.options.result_callback
+        if cb is None:
+            return
+        try:
+            cb(result, frame, ts)
+        except Exception:  # a bad callback must not kill the stream
+            self.stream_stats.callback_errors += 1
+            log.exception("result_callback raised; the stream goes on")
+
+    def _run_stream(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._stop:
+                    self._cond.wait()
+                if self._stop:
+                    return
+                frame, ts = self._pending  # type: ignore[misc]
+                self._pending = None
+                self._busy = True
+                self._working = frame
+            try:
+                self._process_stream_frame(frame, ts)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._working = None
+                    self._cond.notify_all()
+
+    def _process_stream_frame(self, frame: np.ndarray, ts: int) -> None:
+        try:
+            result = self._run(frame, ts, smooth=True)
+        except InvalidFrameError as exc:
+            with self._cond:
+                self.stream_stats.rejected_invalid += 1
+            log.warning("invalid frame at %d ms: %s", ts, exc)
+            self._callback(
+                ClassificationResult((), Timing(), QualityVerdict(False, ("invalid",)), ts), None, ts
+            )
+            return
+        except ShopLensError as exc:  # closed underneath us
+            log.debug("stream stopped: %s", exc)
+            return
+        with self._cond:
+            if result.rejected:
+                self.stream_stats.rejected_quality += 1
+            else:
+                self.stream_stats.processed += 1
+        self._callback(result, frame, ts)
+
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        """LIVE_STREAM: wait until no frame is pending or in progress (callbacks included)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._pending is None and not self._busy, timeout=timeout)
+
+
+class ClassifierPool:
+    """``n`` independent Classifiers (one interpreter each) for multi-camera kiosks."""
+
+    def __init__(self, options: ImageClassifierOptions, n: int) -> None:
+        if not isinstance(n, int) or n < 1:
+            raise UsageError(f"pool size must be an int >= 1, got {n!r}")
+        if options.running_mode is not RunningMode.IMAGE:
+            raise UsageError("ClassifierPool serves IMAGE mode; use one LIVE_STREAM Classifier per camera")
+        self._members = [Classifier(replace(options)) for _ in range(n)]
+        self._free = list(self._members)
+        self._cond = threading.Condition()
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    @contextlib.contextmanager
+    def acquire(self, timeout: float | None = None) -> Iterator[Classifier]:
+        with self._cond:
+            if not self._cond.wait_for(lambda: bool(self._free), timeout=timeout):
+                raise TimeoutError("no classifier became free in time")
+            c = self._free.pop()
+        try:
+            yield c
+        finally:
+            with self._cond:
+                self._free.append(c)
+                self._cond.notify()
+
+    def classify(self, frame: np.ndarray) -> ClassificationResult:
+        with self.acquire() as c:
+            return c.classify(frame)
+
+    def close(self) -> None:
+        for c in self._members:
+            c.close()
+
+    def __enter__(self) -> ClassifierPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

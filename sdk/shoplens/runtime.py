@@ -1,0 +1,163 @@
+"""Interpreter back ends and delegates, chosen at call time (never at import time).
+
+Back ends, auto-detected in this order: ``ai_edge_litert`` (LiteRT, the default),
+``tflite_runtime`` (devices pinned to it, such as Coral boards), ``tensorflow.lite``
+(development machines). Delegates: ``cpu`` (XNNPACK with ``num_threads``) and ``edgetpu``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from shoplens._quiet import quiet_native_stderr
+from shoplens.errors import BackendUnavailableError, DelegateUnavailableError, ModelError, UsageError
+from shoplens.tflite_model import ModelInfo
+
+__all__ = ["Backend", "Delegate", "InterpreterHandle", "edgetpu_library_name", "make_interpreter"]
+
+
+class Backend(str, Enum):
+    AUTO = "auto"
+    LITERT = "ai_edge_litert"
+    TFLITE_RUNTIME = "tflite_runtime"
+    TENSORFLOW = "tensorflow"
+
+
+class Delegate(str, Enum):
+    CPU = "cpu"
+    EDGETPU = "edgetpu"
+
+
+_MODULES = {
+    Backend.LITERT: "ai_edge_litert.interpreter",
+    Backend.TFLITE_RUNTIME: "tflite_runtime.interpreter",
+    Backend.TENSORFLOW: "tensorflow.lite.python.interpreter",
+}
+_INSTALL = {
+    Backend.LITERT: "pip install ai-edge-litert",
+    Backend.TFLITE_RUNTIME: "pip install tflite-runtime 'numpy<2'",
+    Backend.TENSORFLOW: "pip install tensorflow",
+}
+EDGETPU_INSTALL_HINT = (
+    "install the Edge TPU runtime: on Debian/Ubuntu add the Coral apt repository, then "
+    "'apt-get install libedgetpu1-std' (see docs/edgetpu.md), and plug in the accelerator"
+)
+
+
+def edgetpu_library_name(system: str | None = None) -> str:
+    """The Edge TPU delegate library for this OS, looked up when called."""
+    system = system or platform.system()
+    return {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}.get(
+        system, "libedgetpu.so.1"
+    )
+
+
+def _import_backend(backend: Backend) -> tuple[Backend, Any]:
+    order = (
+        [Backend.LITERT, Backend.TFLITE_RUNTIME, Backend.TENSORFLOW] if backend is Backend.AUTO else [backend]
+    )
+    errors = []
+    for b in order:
+        try:
+            with quiet_native_stderr(b is Backend.TENSORFLOW):  # TensorFlow's import banner
+                mod = importlib.import_module(_MODULES[b])
+        except ImportError as exc:
+            errors.append(f"{b.value}: {exc}")
+            continue
+        except Exception as exc:  # e.g. tflite-runtime built for numpy 1.x under numpy 2
+            errors.append(f"{b.value}: {type(exc).__name__}: {exc}")
+            continue
+        return b, mod
+    if backend is Backend.AUTO:
+        raise BackendUnavailableError(
+            "no TFLite interpreter is installed; install one with: pip install ai-edge-litert "
+            f"(or tflite-runtime on Coral boards) [{'; '.join(errors)}]"
+        )
+    raise BackendUnavailableError(
+        f"back end {backend.value} is unavailable ({errors[0]}); {_INSTALL[backend]}"
+    )
+
+
+@dataclass
+class InterpreterHandle:
+    interpreter: Any
+    backend: Backend
+    delegate: Delegate
+    fell_back: bool = False
+
+
+def valid_device(device: str | None) -> str | None:
+    if device is None:
+        return None
+    if device in ("usb", "pci") or device.startswith(("usb:", "pci:")):
+        return device
+    if device.startswith(":") and device[1:].isdigit():
+        return device
+    raise UsageError(f"unknown Edge TPU device {device!r}; use 'usb', 'pci', ':N', 'usb:N' or 'pci:N'")
+
+
+def make_interpreter(
+    model: str | Path | bytes,
+    info: ModelInfo,
+    *,
+    backend: Backend | str = Backend.AUTO,
+    delegate: Delegate | str = Delegate.CPU,
+    num_threads: int = 1,
+    device: str | None = None,
+    fallback_to_cpu: bool = False,
+) -> InterpreterHandle:
+    """Create and allocate an interpreter for ``model`` with the requested delegate."""
+    try:
+        backend = Backend(backend)
+        delegate = Delegate(delegate)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not isinstance(num_threads, int) or num_threads < 1:
+        raise UsageError(f"num_threads must be an int >= 1, got {num_threads!r}")
+    device = valid_device(device)
+    b, mod = _import_backend(backend)
+    Interpreter = mod.Interpreter
+    load_delegate = getattr(mod, "load_delegate", None) or getattr(
+        getattr(mod, "experimental", None), "load_delegate", None
+    )
+    kwargs: dict[str, Any] = {"num_threads": num_threads}
+    if isinstance(model, (bytes, bytearray)):
+        kwargs["model_content"] = bytes(model)
+    else:
+        kwargs["model_path"] = str(model)
+    fell_back = False
+    if delegate is Delegate.EDGETPU:
+        lib = edgetpu_library_name()
+        try:
+            if load_delegate is None:
+                raise ValueError(f"{b.value} cannot load delegates")
+            options = {"device": device} if device else {}
+            kwargs["experimental_delegates"] = [load_delegate(lib, options)]
+        except (ValueError, OSError, RuntimeError) as exc:
+            if not fallback_to_cpu:
+                raise DelegateUnavailableError(
+                    f"Edge TPU delegate {lib} could not be loaded "
+                    f"({str(exc).strip() or type(exc).__name__}); "
+                    f"{EDGETPU_INSTALL_HINT}; or pass fallback_to_cpu=True"
+                ) from None
+            fell_back = True
+            delegate = Delegate.CPU
+    if delegate is Delegate.CPU and info.has_edgetpu_op:
+        raise ModelError(
+            "this model was compiled for the Edge TPU (it contains edgetpu-custom-op) "
+            "and cannot run on the CPU; "
+            "use the CPU model (without _edgetpu) or delegate='edgetpu'"
+        )
+    try:
+        with quiet_native_stderr():  # LiteRT prints an "XNNPACK delegate created" banner
+            interp = Interpreter(**kwargs)
+            interp.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"the interpreter rejected the model: {first[:300]}") from None
+    return InterpreterHandle(interp, b, delegate, fell_back)

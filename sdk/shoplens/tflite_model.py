@@ -1,0 +1,361 @@
+"""Read a ``.tflite`` flatbuffer without an interpreter: tensors, ops, metadata.
+
+A small, bounds-checked flatbuffer reader (no dependency beyond the standard library). Every
+offset is checked against the buffer before it is followed, so a truncated or corrupted model
+gives :class:`ModelError` here instead of reaching the interpreter's C++ code.
+
+Used by ``shoplens inspect``, by the Classifier to find the labels and the preprocessing
+contract, and by the Edge TPU pre-flight.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shoplens._opnames import BUILTIN_OPS
+from shoplens.errors import ModelError
+
+__all__ = [
+    "SHOPLENS_METADATA",
+    "TFLITE_METADATA",
+    "ModelInfo",
+    "OpInfo",
+    "TensorInfo",
+    "read_model_info",
+]
+
+SHOPLENS_METADATA = "shoplens.contract"  # our own Model.metadata entry: JSON (contract + labels)
+TFLITE_METADATA = "TFLITE_METADATA"  # the standard TFLite Model Metadata entry
+EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
+
+# TensorType enum of the TFLite schema
+TENSOR_TYPES = {
+    0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool",
+    7: "int16", 8: "complex64", 9: "int8", 10: "float64", 11: "complex128", 12: "uint64",
+    13: "resource", 14: "variant", 15: "uint32", 16: "uint16", 17: "int4",
+}  # fmt: skip
+
+
+class _Buf:
+    """Bounds-checked little-endian reads over a bytes object."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.n = len(data)
+
+    def _need(self, pos: int, size: int) -> None:
+        if pos < 0 or pos + size > self.n:
+            raise ModelError(
+                f"model flatbuffer is corrupt: read of {size} bytes at {pos} past the end ({self.n})"
+            )
+
+    def u8(self, pos: int) -> int:
+        self._need(pos, 1)
+        return self.data[pos]
+
+    def i8(self, pos: int) -> int:
+        self._need(pos, 1)
+        return struct.unpack_from("<b", self.data, pos)[0]
+
+    def u16(self, pos: int) -> int:
+        self._need(pos, 2)
+        return struct.unpack_from("<H", self.data, pos)[0]
+
+    def i32(self, pos: int) -> int:
+        self._need(pos, 4)
+        return struct.unpack_from("<i", self.data, pos)[0]
+
+    def u32(self, pos: int) -> int:
+        self._need(pos, 4)
+        return struct.unpack_from("<I", self.data, pos)[0]
+
+    def u64(self, pos: int) -> int:
+        self._need(pos, 8)
+        return struct.unpack_from("<Q", self.data, pos)[0]
+
+
+class _Table:
+    __slots__ = ("buf", "pos", "vt", "vt_len")
+
+    def __init__(self, buf: _Buf, pos: int) -> None:
+        self.buf = buf
+        self.pos = pos
+        self.vt = pos - buf.i32(pos)
+        self.vt_len = buf.u16(self.vt)
+        if self.vt_len < 4 or self.vt_len % 2:
+            raise ModelError(f"model flatbuffer is corrupt: bad vtable at {self.vt}")
+
+    def _field(self, index: int) -> int:
+        o = 4 + 2 * index
+        if o >= self.vt_len:
+            return 0
+        return self.buf.u16(self.vt + o)
+
+    def has(self, index: int) -> bool:
+        return self._field(index) != 0
+
+    def scalar(self, index: int, kind: str, default: int = 0) -> int:
+        off = self._field(index)
+        if not off:
+            return default
+        p = self.pos + off
+        reader = {"u8": self.buf.u8, "i8": self.buf.i8, "i32": self.buf.i32, "u32": self.buf.u32,
+                  "u64": self.buf.u64}[kind]  # fmt: skip
+        return int(reader(p))
+
+    def _indirect(self, index: int) -> int | None:
+        off = self._field(index)
+        if not off:
+            return None
+        p = self.pos + off
+        return p + self.buf.u32(p)
+
+    def table(self, index: int) -> _Table | None:
+        p = self._indirect(index)
+        return _Table(self.buf, p) if p is not None else None
+
+    def string(self, index: int) -> str | None:
+        p = self._indirect(index)
+        if p is None:
+            return None
+        n = self.buf.u32(p)
+        self.buf._need(p + 4, n)
+        return self.buf.data[p + 4 : p + 4 + n].decode("utf-8", errors="replace")
+
+    def _vector(self, index: int, elem: int) -> tuple[int, int]:
+        p = self._indirect(index)
+        if p is None:
+            return 0, 0
+        n = self.buf.u32(p)
+        self.buf._need(p + 4, n * elem)
+        return p + 4, n
+
+    def vector_bytes(self, index: int) -> bytes:
+        start, n = self._vector(index, 1)
+        return self.buf.data[start : start + n]
+
+    def vector_i32(self, index: int) -> list[int]:
+        start, n = self._vector(index, 4)
+        return list(struct.unpack_from(f"<{n}i", self.buf.data, start)) if n else []
+
+    def vector_f32(self, index: int) -> list[float]:
+        start, n = self._vector(index, 4)
+        return list(struct.unpack_from(f"<{n}f", self.buf.data, start)) if n else []
+
+    def vector_i64(self, index: int) -> list[int]:
+        start, n = self._vector(index, 8)
+        return list(struct.unpack_from(f"<{n}q", self.buf.data, start)) if n else []
+
+    def vector_tables(self, index: int) -> list[_Table]:
+        start, n = self._vector(index, 4)
+        return [_Table(self.buf, start + 4 * i + self.buf.u32(start + 4 * i)) for i in range(n)]
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    shape_signature: tuple[int, ...]
+    dtype: str
+    scales: tuple[float, ...] = ()
+    zero_points: tuple[int, ...] = ()
+    buffer: int = 0
+
+    @property
+    def quantized(self) -> bool:
+        return bool(self.scales)
+
+    @property
+    def dynamic(self) -> bool:
+        return any(d < 0 for d in self.shape_signature)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        if self.dynamic:
+            d["shape_signature"] = list(self.shape_signature)
+        if self.scales:
+            if len(self.scales) == 1:
+                d["quantization"] = {"scale": self.scales[0], "zero_point": self.zero_points[0]}
+            else:
+                d["quantization"] = {"per_channel": len(self.scales)}
+        return d
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    index: int
+    name: str
+    version: int
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    custom: bool = False
+    options: _Table | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass
+class ModelInfo:
+    """What a .tflite file declares, read without running it."""
+
+    size: int
+    version: int
+    description: str
+    tensors: list[TensorInfo]
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    ops: list[OpInfo]
+    metadata: dict[str, bytes]
+    associated_files: dict[str, bytes]
+    buffer_sizes: list[int] = field(default_factory=list)
+
+    @property
+    def op_histogram(self) -> dict[str, int]:
+        return dict(Counter(op.name for op in self.ops).most_common())
+
+    @property
+    def has_edgetpu_op(self) -> bool:
+        return any(op.name == EDGETPU_CUSTOM_OP for op in self.ops)
+
+    @property
+    def shoplens_metadata(self) -> dict[str, Any] | None:
+        raw = self.metadata.get(SHOPLENS_METADATA)
+        if raw is None:
+            return None
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ModelError(f"the model's {SHOPLENS_METADATA} metadata is not valid JSON") from None
+        if not isinstance(obj, dict):
+            raise ModelError(f"the model's {SHOPLENS_METADATA} metadata is not a JSON object")
+        return obj
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "schema_version": self.version,
+            "description": self.description,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "ops": len(self.ops),
+            "op_histogram": self.op_histogram,
+            "edgetpu_custom_op": self.has_edgetpu_op,
+            "metadata": sorted(self.metadata),
+            "associated_files": sorted(self.associated_files),
+        }
+
+
+def _tensor(i: int, t: _Table) -> TensorInfo:
+    shape = tuple(t.vector_i32(0))
+    sig = tuple(t.vector_i32(7)) or shape
+    dtype = TENSOR_TYPES.get(t.scalar(1, "i8"), f"type{t.scalar(1, 'i8')}")
+    q = t.table(4)
+    scales: tuple[float, ...] = ()
+    zps: tuple[int, ...] = ()
+    if q is not None:
+        scales = tuple(q.vector_f32(2))
+        zps = tuple(q.vector_i64(3))
+        if len(zps) < len(scales):
+            zps = zps + (0,) * (len(scales) - len(zps))
+    return TensorInfo(i, t.string(3) or f"tensor{i}", shape, sig, dtype, scales, zps, t.scalar(2, "u32"))
+
+
+def _associated_files(data: bytes) -> dict[str, bytes]:
+    """Associated files (e.g. labels) that the metadata populator appends as a zip archive."""
+    if b"PK\x05\x06" not in data[-65600:]:
+        return {}
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            return {n: zf.read(n) for n in zf.namelist() if zf.getinfo(n).file_size < 50_000_000}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
+        return {}
+
+
+def read_model_info(model: str | Path | bytes) -> ModelInfo:
+    """Parse a .tflite file or its bytes. Raises ModelError for anything malformed."""
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        data = bytes(model)
+        where = "model bytes"
+    else:
+        p = Path(model)
+        if not p.exists():
+            raise ModelError(f"model {p} does not exist")
+        if p.is_dir():
+            raise ModelError(f"{p} is a directory, not a .tflite file")
+        try:
+            data = p.read_bytes()
+        except OSError as exc:
+            raise ModelError(f"cannot read {p}: {exc.strerror or exc}") from None
+        where = str(p)
+    if len(data) == 0:
+        raise ModelError(f"{where} is empty (0 bytes)")
+    if len(data) < 16 or data[4:8] != b"TFL3":
+        raise ModelError(
+            f"{where} is not a TFLite model (no TFL3 identifier); is it truncated or another format?"
+        )
+    buf = _Buf(data)
+    try:
+        root = _Table(buf, buf.u32(0))
+        version = root.scalar(0, "u32")
+        codes = []
+        for oc in root.vector_tables(1):
+            code = max(oc.scalar(0, "i8"), oc.scalar(3, "i32"))
+            custom = oc.string(1)
+            name = custom if code == 32 and custom else BUILTIN_OPS.get(code, f"BUILTIN_{code}")
+            codes.append((name, oc.scalar(2, "i32", 1), code == 32))
+        subgraphs = root.vector_tables(2)
+        if not subgraphs:
+            raise ModelError(f"{where} has no subgraph")
+        sg = subgraphs[0]
+        tensors = [_tensor(i, t) for i, t in enumerate(sg.vector_tables(0))]
+
+        def pick(indices: list[int]) -> list[TensorInfo]:
+            for i in indices:
+                if not 0 <= i < len(tensors):
+                    raise ModelError(f"{where} refers to tensor {i} but has {len(tensors)}")
+            return [tensors[i] for i in indices]
+
+        inputs, outputs = pick(sg.vector_i32(1)), pick(sg.vector_i32(2))
+        ops = []
+        for k, op in enumerate(sg.vector_tables(3)):
+            idx = op.scalar(0, "u32")
+            if idx >= len(codes):
+                raise ModelError(f"{where}: operator {k} uses opcode {idx} of {len(codes)}")
+            name, ver, custom = codes[idx]
+            ops.append(
+                OpInfo(k, name, ver, tuple(op.vector_i32(1)), tuple(op.vector_i32(2)), custom, op.table(4))
+            )
+        buffers = root.vector_tables(4)
+        sizes = []
+        for b in buffers:
+            n = b._vector(0, 1)[1] if b.has(0) else 0
+            sizes.append(n if n else b.scalar(2, "u64"))
+        metadata: dict[str, bytes] = {}
+        for m in root.vector_tables(6):
+            name = m.string(0) or ""
+            bi = m.scalar(1, "u32")
+            if bi < len(buffers):
+                metadata[name] = buffers[bi].vector_bytes(0)
+        description = root.string(3) or ""
+    except ModelError:
+        raise
+    except (struct.error, RecursionError, MemoryError, OverflowError) as exc:
+        raise ModelError(f"{where} is corrupt: {exc}") from None
+    return ModelInfo(
+        size=len(data),
+        version=version,
+        description=description,
+        tensors=tensors,
+        inputs=inputs,
+        outputs=outputs,
+        ops=ops,
+        metadata=metadata,
+        associated_files=_associated_files(data),
+        buffer_sizes=sizes,
+    )
