@@ -10,7 +10,7 @@ DEMO_OUT ?= out/demo
 PYTEST_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help setup data demo test lint clean train-reference
+.PHONY: help setup data demo test lint clean train-reference bench
 
 help:
 	@echo "make demo   - set up .venv and run the main job end to end on the built-in data"
@@ -24,7 +24,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install --quiet -e '.[convert,dev]'
 	@touch $@
 
-setup: $(VENV)/.installed data
+# A second venv pinned to tflite-runtime 2.14, which is built against numpy 1.x: the SDK's
+# tflite_runtime back end (Coral boards) is tested there. The runtime is installed without its
+# ai-edge-litert dependency, as on such a device.
+VENV_TFLRT ?= .venv-tflrt
+$(VENV_TFLRT)/.installed: pyproject.toml
+	@test -x $(VENV_TFLRT)/bin/python || $(PYTHON) -m venv $(VENV_TFLRT)
+	$(VENV_TFLRT)/bin/python -m pip install --quiet "tflite-runtime==2.14.0" "numpy>=1.24,<2" \
+		"opencv-python-headless>=4.8,<4.12" "typer>=0.29,<1" "rich>=13,<16" "pytest>=8,<10"
+	$(VENV_TFLRT)/bin/python -m pip install --quiet --no-deps -e .
+	@touch $@
+
+setup: $(VENV)/.installed $(VENV_TFLRT)/.installed data
 
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist package; nothing is downloaded at run time.
 data:
@@ -58,10 +69,15 @@ test: setup lint
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; fi; exit $$rc
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check sdk converter tests sample_apps tools
+	$(VENV)/bin/ruff check sdk converter tests sample_apps tools benchmarks
 
 train-reference: setup
 	$(PY) sample_apps/reference_model/train.py --epochs 12
 
 clean:
-	rm -rf $(VENV) out build *.egg-info .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(VENV_TFLRT) out build *.egg-info .pytest_cache .ruff_cache .mypy_cache
+
+# Speed and memory targets are checked here, never as timed tests. Writes docs/benchmarks.md.
+bench: setup
+	$(VENV)/bin/pip install --quiet 'mediapipe>=1.2.2,<2'
+	$(PY) -m benchmarks $(BENCH_ARGS)

@@ -113,24 +113,16 @@ def _train_tiny(out: Path, contract, *, logits: bool = False, n: int = 3000, epo
 
 
 def _to_tflite(keras_path: Path, contract, *, int8: bool, io: str = "uint8", calib: int = 200) -> bytes:
-    """Real TFLite conversion (test scaffolding until the converter API lands)."""
-    import keras
-    import tensorflow as tf
+    """A real conversion through the converter's quantize stage."""
+    from shoplens.data.spec import open_dataset
+    from shoplens_convert.load import load_keras_model
+    from shoplens_convert.quantize import calibration_frames, quantize
 
-    from shoplens.data.fashion_mnist import load_fashion_mnist
-    from shoplens.preprocess import preprocess_batch
-
-    model = keras.saving.load_model(keras_path)
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    if int8:
-        x, _ = load_fashion_mnist("train")
-        cal = preprocess_batch(x[-calib:], contract)
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = lambda: ([cal[i : i + 1]] for i in range(len(cal)))
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.uint8 if io == "uint8" else tf.int8
-        conv.inference_output_type = tf.uint8 if io == "uint8" else tf.int8
-    return conv.convert()
+    model = load_keras_model(keras_path).model
+    if not int8:
+        return quantize(model, "float32")
+    cal = calibration_frames(open_dataset(f"fashion-mnist:train:{calib}"), contract, calib)
+    return quantize(model, "int8", calibration=cal, io_type=io)
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,7 @@ __all__ = [
     "KioskConfig",
     "KioskFrameInfo",
     "generate_kiosk",
+    "iter_kiosk_frames",
     "render_scene",
 ]
 
@@ -252,6 +253,25 @@ def plan_frames(
         product = int(rng.integers(0, n_products))
         bad = BAD_REASONS[int(rng.integers(0, 3))] if rng.random() < bad_fraction else None
         yield i, product, bad, s
+
+
+def iter_kiosk_frames(
+    products: Sequence[np.ndarray],
+    labels: Sequence[int],
+    n_frames: int,
+    *,
+    seed: int = 0,
+    config: KioskConfig | None = None,
+) -> Iterator[tuple[np.ndarray, int, str]]:
+    """Yield (frame, label, bad reason) in memory, frame by frame: the same frames, for the same
+    seed, that ``generate_kiosk`` would write as files (before JPEG file encoding)."""
+    cfg = config or KioskConfig()
+    for i, pidx, bad, _ in plan_frames(n_frames, len(products), seed=seed, bad_fraction=cfg.bad_fraction):
+        yield (
+            render_scene(products[pidx], _frame_rng(seed, i), config=cfg, bad=bad),
+            int(labels[pidx]),
+            bad or "",
+        )
 
 
 def _segment_rng(seed: int, segment: int) -> np.random.Generator:

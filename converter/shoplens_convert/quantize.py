@@ -1,0 +1,94 @@
+"""Quantize a Keras model to TFLite: float32, float16, dynamic-range and full int8.
+
+Calibration images go through the SDK's own :class:`shoplens.preprocess.Preprocessor`, so the
+int8 ranges are measured on exactly the input the device will produce.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from shoplens._progress import progress
+from shoplens._quiet import quiet_native_stderr
+from shoplens.contract import PreprocessContract
+from shoplens.data.datasets import Dataset
+from shoplens.errors import ConversionError, DataError, UsageError
+from shoplens.preprocess import Preprocessor
+from shoplens_convert._tf import tensorflow
+
+__all__ = ["RECIPES", "calibration_frames", "quantize"]
+
+RECIPES = ("float32", "float16", "dynamic", "int8")
+
+
+def calibration_frames(dataset: Dataset, contract: PreprocessContract, n: int) -> np.ndarray:
+    """The first ``n`` readable images of ``dataset``, preprocessed to float model input."""
+    if n < 1:
+        raise UsageError(f"calibration needs at least 1 image, got {n}")
+    pre = Preprocessor(contract, input_order="BGR")
+    out = np.empty((n, *pre.out_shape), np.float32)
+    k = 0
+    for batch in dataset.batches(min(n, 128)):
+        for img in batch.images:
+            if k == n:
+                break
+            pre(img, out[k])
+            k += 1
+        if k == n:
+            break
+    if k == 0:
+        raise DataError(f"calibration data {dataset.name} yielded no readable images")
+    return out[:k]
+
+
+def quantize(
+    model: Any,
+    recipe: str,
+    *,
+    calibration: np.ndarray | None = None,
+    io_type: str = "uint8",
+    per_tensor: bool = False,
+    show_progress: bool = False,
+) -> bytes:
+    """Convert a Keras model with one of RECIPES; int8 needs preprocessed calibration frames."""
+    if recipe not in RECIPES:
+        raise UsageError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+    if io_type not in ("uint8", "int8", "float32"):
+        raise UsageError(f"io type must be uint8, int8 or float32, got {io_type!r}")
+    tf = tensorflow()
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    if recipe == "float16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif recipe == "dynamic":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif recipe == "int8":
+        if calibration is None or len(calibration) == 0:
+            raise DataError("int8 quantization needs calibration images (--calib-data)")
+        bar = progress(show_progress, "calibrating", len(calibration))
+
+        def representative() -> Iterator[list[np.ndarray]]:
+            for i in range(len(calibration)):
+                bar.advance()
+                yield [calibration[i : i + 1]]
+
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = representative
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if io_type != "float32":
+            conv.inference_input_type = tf.uint8 if io_type == "uint8" else tf.int8
+            conv.inference_output_type = tf.uint8 if io_type == "uint8" else tf.int8
+        if per_tensor:
+            conv._experimental_disable_per_channel = True
+    try:
+        with quiet_native_stderr():
+            return bytes(conv.convert())
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConversionError(f"TFLite conversion ({recipe}) failed: {msg[:300]}") from None
+    finally:
+        if recipe == "int8":
+            bar.close()

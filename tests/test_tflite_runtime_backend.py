@@ -1,0 +1,61 @@
+"""The tflite_runtime back end (numpy<2 venv, as on Coral boards) gives LiteRT's results."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from shoplens.classifier import Classifier, ClassifierOptions
+from shoplens.data import load_fashion_mnist, render_scene
+
+VENV_PY = ROOT / ".venv-tflrt" / "bin" / "python"
+
+SCRIPT = r"""
+import json, sys
+import numpy as np
+from shoplens.classifier import Classifier, ClassifierOptions
+frames = np.load(sys.argv[2])
+assert np.__version__.startswith("1."), np.__version__
+with Classifier.create_from_model_path(sys.argv[1], backend="tflite_runtime",
+                                       classifier_options=ClassifierOptions(max_results=10)) as clf:
+    out = [[(c.index, c.score) for c in clf.classify(f).categories] for f in frames]
+    print(json.dumps({"backend": clf.backend, "numpy": np.__version__, "results": out}))
+"""
+
+
+def _venv() -> Path:
+    if not VENV_PY.exists():
+        if os.environ.get("CI"):
+            pytest.fail(".venv-tflrt is missing; `make test` creates it")
+        pytest.skip(".venv-tflrt is missing; run `make setup` to create it")
+    return VENV_PY
+
+
+def test_tflite_runtime_matches_litert(tiny_rgb, tmp_path: Path) -> None:
+    py = _venv()
+    x, _ = load_fashion_mnist("test")
+    frames = np.stack([render_scene(x[i], np.random.default_rng(i)) for i in range(40)])
+    np.save(tmp_path / "frames.npy", frames)
+    proc = subprocess.run(
+        [str(py), "-c", SCRIPT, str(tiny_rgb["int8"]), str(tmp_path / "frames.npy")],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert doc["backend"] == "tflite_runtime" and doc["numpy"].startswith("1.")
+    with Classifier.create_from_model_path(tiny_rgb["int8"], classifier_options=ClassifierOptions(10)) as clf:
+        assert clf.backend == "ai_edge_litert"
+        ref = [[(c.index, c.score) for c in clf.classify(f).categories] for f in frames]
+    assert [r[0][0] for r in doc["results"]] == [r[0][0] for r in ref]  # same top-1 on every frame
+    # scores agree to a few output quantization steps (1/256): the two runtimes ship different
+    # int8 kernels (and OpenCV 4.11 vs 5.0), so bit-exactness is not promised, closeness is
+    got = np.array([sorted(r) for r in doc["results"]])[:, :, 1]
+    want = np.array([sorted(r) for r in ref])[:, :, 1]
+    assert np.abs(got - want).max() <= 4 / 256
+    assert np.abs(got - want).mean() < 0.5 / 256
