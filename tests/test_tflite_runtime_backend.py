@@ -60,3 +60,35 @@ def test_tflite_runtime_matches_litert(tiny_rgb, tmp_path: Path) -> None:
     want = np.array([sorted(r) for r in ref])[:, :, 1]
     assert np.abs(got - want).max() <= 10 / 256
     assert np.abs(got - want).mean() < 0.5 / 256
+
+
+PRE_SCRIPT = r"""
+import sys
+import numpy as np
+from shoplens.contract import PreprocessContract
+from shoplens.preprocess import InputQuantization, Preprocessor
+frames = np.load(sys.argv[1])
+q = InputQuantization(1 / 127.5, 0, np.int8)
+pre = Preprocessor(PreprocessContract.from_range(96, 96, -1, 1), quantization=q)
+np.save(sys.argv[2], np.stack([pre(f) for f in frames]))
+"""
+
+
+def test_preprocessing_is_bit_identical_across_venvs(tmp_path: Path) -> None:
+    """numpy 1.26 + OpenCV 4.11 (Coral-style venv) and numpy 2 + OpenCV 5 give the same tensors."""
+    from shoplens.contract import PreprocessContract
+    from shoplens.preprocess import InputQuantization, Preprocessor
+
+    py = _venv()
+    x, _ = load_fashion_mnist("test")
+    frames = np.stack([render_scene(x[i], np.random.default_rng(i)) for i in range(20)])
+    np.save(tmp_path / "frames.npy", frames)
+    proc = subprocess.run(
+        [str(py), "-c", PRE_SCRIPT, str(tmp_path / "frames.npy"), str(tmp_path / "out.npy")],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    pre = Preprocessor(
+        PreprocessContract.from_range(96, 96, -1, 1), quantization=InputQuantization(1 / 127.5, 0, np.int8)
+    )
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), np.stack([pre(f) for f in frames]))
