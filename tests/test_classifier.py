@@ -445,3 +445,27 @@ def test_dequantize_through_int64() -> None:
 
 def test_running_mode_enum() -> None:
     assert RunningMode("live_stream") is RunningMode.LIVE_STREAM
+
+
+def test_no_interpreter_installed_names_the_install_command(tiny_rgb) -> None:
+    """With every TFLite package unimportable, the error says what to install (subprocess)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("ai_edge_litert", "tflite_runtime", "tensorflow"):
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+from shoplens.classifier import Classifier
+from shoplens.errors import BackendUnavailableError
+try:
+    Classifier.create_from_model_path({str(tiny_rgb["int8"])!r})
+except BackendUnavailableError as exc:
+    print(exc)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "pip install ai-edge-litert" in out.stdout and "tflite-runtime" in out.stdout

@@ -6,6 +6,8 @@ int8 ranges are measured on exactly the input the device will produce.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Iterator
 from typing import Any
 
@@ -84,7 +86,8 @@ def quantize(
         if per_tensor:
             conv._experimental_disable_per_channel = True
     try:
-        with quiet_native_stderr():
+        # the converter prints a SavedModel signature dump to stdout; keep --json output clean
+        with quiet_native_stderr(), contextlib.redirect_stdout(io.StringIO()):
             return bytes(conv.convert())
     except Exception as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
