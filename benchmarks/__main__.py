@@ -104,6 +104,37 @@ def run_peers(model: Path, frames_path: Path, runs: int) -> dict:
     return res
 
 
+def frame_profile(model: Path, frames_path: Path, runs: int) -> dict:
+    """Where a ShopLens IMAGE frame spends its time: the result's own timing breakdown, plus the
+    INTER_AREA resize of the centre crop on its own."""
+    import cv2
+
+    from shoplens.classifier import Classifier
+
+    frames = np.load(frames_path)
+    parts = np.zeros(3)
+    with Classifier.create_from_model_path(model) as clf:
+        for i in range(100):
+            clf.classify(frames[i % len(frames)])
+        for i in range(runs):
+            t = clf.classify(frames[i % len(frames)]).timing
+            parts += (t.preprocess_ms, t.invoke_ms, t.postprocess_ms)
+    parts /= runs
+    fh, fw = frames.shape[1:3]
+    s = min(fh, fw)
+    x0 = (fw - s) // 2
+    t0 = time.perf_counter()
+    for i in range(runs):
+        cv2.resize(frames[i % len(frames)][:, x0 : x0 + s], (96, 96), interpolation=cv2.INTER_AREA)
+    resize = (time.perf_counter() - t0) / runs * 1e3
+    return {
+        "preprocess_ms": round(parts[0], 4),
+        "invoke_ms": round(parts[1], 4),
+        "postprocess_ms": round(parts[2], 4),
+        "area_resize_ms": round(resize, 4),
+    }
+
+
 def quality_gate(n: int) -> dict:
     """Precision and recall of the default gate on generated frames, half of them bad."""
     from shoplens.contract import PreprocessContract
@@ -159,7 +190,7 @@ def kiosk_accuracy(model: Path, n: int) -> dict:
 
 
 SOAK = r"""
-import json, sys, numpy as np
+import json, sys, time, numpy as np
 from benchmarks.peers import rss_mb
 from shoplens.classifier import Classifier
 frames = np.load(sys.argv[2]); n = int(sys.argv[3])
@@ -168,6 +199,7 @@ clf = Classifier.create_from_model_path(
 marks = {}
 for i in range(n):
     clf.classify_async(frames[i % len(frames)], i + 1)
+    time.sleep(0.0005)  # a fast camera: 2,000 frames/s offered
     if i in (1000, n // 2, n - 1):
         clf.wait_idle(30); marks[i] = rss_mb()
 clf.wait_idle(30)
@@ -232,12 +264,31 @@ def render_markdown(r: dict) -> str:
         lines.append(f"| {name} | {value} | {'yes' if ok else '**no**'} |")
     lines += [
         "",
+        "Peak RSS is the process's own high-water mark (VmHWM) and includes the 200 frames "
+        "held in memory (about 184 MB).",
+        "",
         "Reading: `invoke` is the interpreter alone, the floor for any pipeline. `naive` converts the "
         "whole crop to RGB, resizes it, normalizes in float and calls `set_tensor`. ShopLens resizes "
         "first, converts colour on the small image and writes quantized values straight into the "
         "input buffer through a lookup table. LIVE_STREAM rows count processed frames per second "
-        "while a camera thread submits as fast as it can (the rest are dropped as stale).",
+        "while a camera thread offers a frame every 0.25 ms (the rest are dropped as stale).",
     ]
+    if "profile" in r:
+        pr = r["profile"]
+        lines += [
+            "",
+            "### Where a ShopLens frame spends its time",
+            "",
+            f"Mean per 640x480 frame (IMAGE mode, in-process): preprocess {pr['preprocess_ms']} ms, "
+            f"invoke {pr['invoke_ms']} ms, postprocess {pr['postprocess_ms']} ms. The `INTER_AREA` "
+            f"resize of the 480x480 centre crop to 96x96 alone takes {pr['area_resize_ms']} ms: it is "
+            "almost all of the preprocessing, and OpenCV runs it as a scalar loop at a 5x factor. "
+            "The contract's `area` interpolation is what the reference model was trained with, so "
+            "it is not swapped for a cheaper filter behind the model's back. The naive loop pays "
+            "the same resize, which is why it is close to ShopLens here; MediaPipe resizes "
+            "bilinearly (its OpenCV image-to-tensor converter warps with INTER_LINEAR), which also "
+            "explains the few per cent of frames where its top-1 differs from ours.",
+        ]
     if "quality_gate" in r:
         q = r["quality_gate"]
         lines += [
@@ -307,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         targets["top-1 agreement with MediaPipe >= 99 %"] = (f"{agree * 100:.1f} %", agree >= 0.99)
         gate = p["shoplens-gate"]["p50_ms"] / p["shoplens"]["p50_ms"] - 1
         targets["quality gate costs <= 10 %"] = (f"{gate * 100:+.1f} %", gate <= 0.10)
+    r["profile"] = frame_profile(model, frames_path, 300 if quick else 3000)
     print("quality gate", flush=True)
     r["quality_gate"] = quality_gate(200 if quick else 1000)
     print("kiosk accuracy", flush=True)

@@ -114,9 +114,11 @@ def assess_quality(small: np.ndarray, crop_side: int, options: QualityOptions) -
         gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.shape[2] == 3 else img[:, :, 0]
     else:
         gray = img
-    brightness = float(gray.mean())
-    clipped = float(np.count_nonzero((gray <= 5) | (gray >= 250))) / gray.size
-    sharpness = float(cv2.Laplacian(gray, cv2.CV_32F).var())
+    # cv2 reductions: several times cheaper than the numpy equivalents on a 96x96 image
+    brightness = float(cv2.mean(gray)[0])
+    clipped = 1.0 - cv2.countNonZero(cv2.inRange(gray, 6, 249)) / gray.size
+    _, std = cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_16S))
+    sharpness = float(std[0, 0]) ** 2
     reasons = []
     if crop_side < options.min_side:
         reasons.append("small")
