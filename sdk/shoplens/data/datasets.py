@@ -252,7 +252,8 @@ class KioskDataset(Dataset):
             raise DataError(f"unknown kiosk subset {subset!r}; use all, good or bad")
         if not rows:
             raise DataError(f"{gt} lists no frames ({subset})")
-        return cls(name=f"kiosk:{root}", label_names=names, root=root, rows=rows)
+        name = f"kiosk:{root}" + (f":{subset}" if subset != "all" else "")
+        return cls(name=name, label_names=names, root=root, rows=rows)
 
     def __len__(self) -> int:
         return len(self.rows)
