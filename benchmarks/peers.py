@@ -21,21 +21,21 @@ import numpy as np
 PEERS = ("invoke", "naive", "mediapipe", "shoplens", "shoplens-video", "shoplens-live", "shoplens-gate")
 
 
-def rss_mb() -> float:
+def _status_mb(key: str) -> float:
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024.0
     return float("nan")
+
+
+def rss_mb() -> float:
+    return _status_mb("VmRSS")
 
 
 def peak_rss_mb() -> float:
     """VmHWM, the process's own peak (ru_maxrss would carry the parent's peak across exec)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
+    return _status_mb("VmHWM")
 
 
 def _time_loop(step: Callable[[int], int], frames: np.ndarray, runs: int, warmup: int = 50) -> dict:
