@@ -2,7 +2,8 @@
 
     python -m benchmarks.peers PEER --model M.tflite --frames F.npy [--runs N] [--threads T]
 
-PEER is one of: invoke, naive, mediapipe, shoplens, shoplens-video, shoplens-live, shoplens-gate.
+PEER is one of: invoke, naive (cvtColor + resize + float normalize + set_tensor), mediapipe,
+shoplens, shoplens-video, shoplens-live, shoplens-gate.
 Prints one JSON object: per-frame p50/p95 ms, frames/s, first-inference ms, RSS after import,
 after load and at the end (peak), and the top-1 index of every distinct frame (for agreement).
 """
@@ -81,6 +82,13 @@ def run(peer: str, model: str, frames: np.ndarray, runs: int, threads: int) -> d
         out = it.get_output_details()[0]
         _, h, w, _ = inp["shape"]
         scale, zp = inp["quantization"]
+        # the naive loop follows the model's contract too (resize filter), as a careful user would
+        from shoplens.tflite_model import read_model_info
+
+        meta = read_model_info(model).shoplens_metadata or {}
+        interp = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}.get(
+            meta.get("contract", {}).get("interpolation", "area"), cv2.INTER_AREA
+        )
         rss_load = rss_mb()
         if peer == "invoke":
             it.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
@@ -96,7 +104,7 @@ def run(peer: str, model: str, frames: np.ndarray, runs: int, threads: int) -> d
                 s = min(fh, fw)
                 crop = f[(fh - s) // 2 : (fh - s) // 2 + s, (fw - s) // 2 : (fw - s) // 2 + s]
                 rgb = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
-                small = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+                small = cv2.resize(rgb, (w, h), interpolation=interp)
                 x = (small.astype(np.float32) - 127.5) / 127.5
                 q = np.clip(np.rint(x / scale + zp), 0, 255).astype(inp["dtype"])
                 it.set_tensor(inp["index"], q[None])

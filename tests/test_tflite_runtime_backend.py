@@ -92,3 +92,30 @@ def test_preprocessing_is_bit_identical_across_venvs(tmp_path: Path) -> None:
         PreprocessContract.from_range(96, 96, -1, 1), quantization=InputQuantization(1 / 127.5, 0, np.int8)
     )
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), np.stack([pre(f) for f in frames]))
+
+
+def test_runtime_only_venv_cli(tiny_rgb) -> None:
+    """In a venv with the runtime only (no TensorFlow at all), the SDK commands work and the
+    converter commands say what to install."""
+    py = _venv()
+    shoplens = py.parent / "shoplens"
+    env = {"PATH": str(py.parent), "HOME": str(ROOT)}
+    helped = subprocess.run([str(shoplens), "--help"], capture_output=True, text=True, timeout=120, env=env)
+    assert helped.returncode == 0 and "classify" in helped.stdout
+    probe = subprocess.run([str(py), "-c", "import tensorflow"], capture_output=True, text=True, env=env)
+    assert probe.returncode != 0  # really no TensorFlow here
+    inspected = subprocess.run(
+        [str(shoplens), "inspect", str(tiny_rgb["int8"]), "--json"], capture_output=True, text=True, env=env
+    )
+    assert (
+        inspected.returncode == 0 and json.loads(inspected.stdout)["shoplens"]["labels"][0] == "T-shirt/top"
+    )
+    ev = subprocess.run(
+        [str(shoplens), "eval", str(tiny_rgb["keras"]), "--data", "fashion-mnist:test:5"],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert ev.returncode == 2
+    assert (
+        ev.stderr.strip()
+        == "error: the converter needs TensorFlow (keras); install it with: pip install 'shoplens[convert]'"
+    )

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from shoplens._quiet import quiet_native_stderr
-from shoplens.errors import ShopLensError
+from shoplens.errors import DependencyError
 
 _CACHE: dict[str, Any] = {}
 
@@ -28,7 +28,7 @@ def keras3() -> Any:
 
                 tf.constant(0.0) + 0.0  # first op: device probing happens here, silenced
         except ImportError as exc:
-            raise ShopLensError(
+            raise DependencyError(
                 f"the converter needs TensorFlow ({exc.name or exc}); "
                 "install it with: pip install 'shoplens[convert]'"
             ) from None

@@ -12,6 +12,7 @@ __all__ = [
     "ConversionError",
     "DataError",
     "DelegateUnavailableError",
+    "DependencyError",
     "DriftGateFailed",
     "InvalidFrameError",
     "ModelError",
@@ -60,10 +61,14 @@ class InvalidFrameError(ShopLensError, ValueError):
     exit_code = 2
 
 
-class BackendUnavailableError(ShopLensError):
-    """No TFLite interpreter package (ai-edge-litert, tflite-runtime, tensorflow) is installed."""
+class DependencyError(ShopLensError):
+    """A package this command needs is not installed; the message names the install command."""
 
     exit_code = 2
+
+
+class BackendUnavailableError(DependencyError):
+    """No TFLite interpreter package (ai-edge-litert, tflite-runtime, tensorflow) is installed."""
 
 
 class DelegateUnavailableError(ShopLensError):
