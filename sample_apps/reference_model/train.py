@@ -39,8 +39,11 @@ from shoplens.data.fashion_mnist import FASHION_MNIST_LABELS, load_fashion_mnist
 from shoplens.data.kiosk import render_scene
 from shoplens.preprocess import Preprocessor
 
+# Bilinear resize: the filter every mobile image stack offers with stock APIs (Android's bitmap
+# scaling, Core Image, MediaPipe's image-to-tensor converter), and 3-4x cheaper than area
+# averaging on a 640x480 camera frame.
 CONTRACT = PreprocessContract.from_range(
-    96, 96, -1.0, 1.0, color_order="RGB", interpolation="area", crop="center"
+    96, 96, -1.0, 1.0, color_order="RGB", interpolation="linear", crop="center"
 )
 BN_MOMENTUM = 0.9  # the Keras default (0.99) lags too much for short CPU runs
 
