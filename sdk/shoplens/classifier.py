@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from shoplens.contract import ColorOrder, CropMode, PreprocessContract
+from shoplens.contract import ColorOrder, CropMode, Interpolation, PreprocessContract
 from shoplens.data.datasets import read_labels_file
 from shoplens.errors import DataError, InvalidFrameError, ModelError, ShopLensError, UsageError
 from shoplens.preprocess import InputQuantization, Preprocessor
@@ -464,7 +464,12 @@ class Classifier:
         verdict = UNCHECKED
         pre = self._pre
         if q.policy is not QualityPolicy.OFF and pre.last_resized is not None and pre.last_crop is not None:
-            verdict = assess_quality(gate_view(pre.last_resized, pre.last_crop), pre.last_crop_side, q)
+            view = gate_view(
+                pre.last_resized,
+                pre.last_crop,
+                resized_is_area=self.contract.interpolation is Interpolation.AREA,
+            )
+            verdict = assess_quality(view, pre.last_crop_side, q)
         t1 = time.perf_counter()
         if not verdict.ok and q.policy is QualityPolicy.REJECT:
             return None, verdict, (t1 - t0) * 1e3, 0.0

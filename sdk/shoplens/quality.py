@@ -98,9 +98,14 @@ UNCHECKED = QualityVerdict(True)
 GATE_SIZE = 96  # thresholds are for a 96x96 view of the crop
 
 
-def gate_view(resized: np.ndarray, crop: np.ndarray) -> np.ndarray:
-    """The 96x96 view the gate measures: the model's own resized crop when it is 96x96."""
-    if resized.shape[:2] == (GATE_SIZE, GATE_SIZE):
+def gate_view(resized: np.ndarray, crop: np.ndarray, *, resized_is_area: bool = True) -> np.ndarray:
+    """The 96x96 area-averaged view the gate measures.
+
+    Area averaging matters: it averages sensor noise away, so the Laplacian measures edges. The
+    model's own resized crop is reused when it is exactly that (96x96, area); a bilinear view
+    keeps the noise, and blurred frames would pass as sharp.
+    """
+    if resized_is_area and resized.shape[:2] == (GATE_SIZE, GATE_SIZE):
         return resized
     return cv2.resize(crop, (GATE_SIZE, GATE_SIZE), interpolation=cv2.INTER_AREA)
 
