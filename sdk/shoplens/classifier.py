@@ -13,32 +13,34 @@ blocks the camera thread, and thread safety.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from enum import Enum
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from shoplens.contract import ColorOrder, CropMode, Interpolation, PreprocessContract
-from shoplens.data.datasets import read_labels_file
-from shoplens.errors import DataError, InvalidFrameError, ModelError, ShopLensError, UsageError
-from shoplens.preprocess import InputQuantization, Preprocessor
-from shoplens.quality import (
-    UNCHECKED,
-    QualityOptions,
-    QualityPolicy,
-    QualityVerdict,
-    assess_quality,
-    gate_view,
+from shoplens.contract import Interpolation
+from shoplens.errors import InvalidFrameError, ModelError, ShopLensError, UsageError
+from shoplens.model_meta import resolve_contract, resolve_labels
+from shoplens.options import (
+    BaseOptions,
+    Category,
+    ClassificationResult,
+    ClassifierOptions,
+    ImageClassifierOptions,
+    RunningMode,
+    SmoothingOptions,
+    StreamStats,
+    Timing,
+    invalid_result,
 )
-from shoplens.runtime import Backend, Delegate, make_interpreter, valid_device
-from shoplens.tflite_model import ModelInfo, TensorInfo, read_model_info
+from shoplens.preprocess import InputQuantization, Preprocessor
+from shoplens.quality import UNCHECKED, QualityPolicy, QualityVerdict, assess_quality, gate_view
+from shoplens.runtime import make_interpreter
+from shoplens.tflite_model import TensorInfo, read_model_info
 
 __all__ = [
     "BaseOptions",
@@ -57,186 +59,6 @@ __all__ = [
 log = logging.getLogger("shoplens.classifier")
 
 
-class RunningMode(str, Enum):
-    IMAGE = "image"
-    VIDEO = "video"
-    LIVE_STREAM = "live_stream"
-
-
-@dataclass(frozen=True)
-class BaseOptions:
-    """Where the model comes from and how it runs."""
-
-    model_asset_path: str | Path | None = None
-    model_asset_buffer: bytes | None = None
-    num_threads: int = 1
-    delegate: Delegate | str = Delegate.CPU
-    device: str | None = None  # Edge TPU: "usb", "pci", ":N"
-    fallback_to_cpu: bool = False
-    backend: Backend | str = Backend.AUTO
-
-    def __post_init__(self) -> None:
-        if (self.model_asset_path is None) == (self.model_asset_buffer is None):
-            raise UsageError("give exactly one of model_asset_path and model_asset_buffer")
-        if (
-            not isinstance(self.num_threads, int)
-            or isinstance(self.num_threads, bool)
-            or self.num_threads < 1
-        ):
-            raise UsageError(f"num_threads must be an int >= 1, got {self.num_threads!r}")
-        try:
-            object.__setattr__(self, "delegate", Delegate(self.delegate))
-            object.__setattr__(self, "backend", Backend(self.backend))
-        except ValueError as exc:
-            raise UsageError(
-                f"{exc}; delegates: cpu, edgetpu; back ends: auto, ai_edge_litert, tflite_runtime, tensorflow"
-            ) from None
-        object.__setattr__(self, "device", valid_device(self.device))
-
-
-@dataclass(frozen=True)
-class ClassifierOptions:
-    max_results: int = 3
-    score_threshold: float = 0.0
-    category_allowlist: tuple[str, ...] = ()
-    category_denylist: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.max_results, int) or self.max_results < 1:
-            raise UsageError(f"max_results must be an int >= 1, got {self.max_results!r}")
-        if not 0.0 <= self.score_threshold <= 1.0:
-            raise UsageError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
-        object.__setattr__(self, "category_allowlist", tuple(self.category_allowlist))
-        object.__setattr__(self, "category_denylist", tuple(self.category_denylist))
-        if self.category_allowlist and self.category_denylist:
-            raise UsageError("category_allowlist and category_denylist are mutually exclusive")
-
-
-@dataclass(frozen=True)
-class SmoothingOptions:
-    """Temporal smoothing for VIDEO and LIVE_STREAM: EMA of scores plus hysteresis."""
-
-    alpha: float = 0.4  # weight of the newest frame in the moving average
-    hysteresis: float = 0.1  # a new label must beat the current one by this much to take over
-    reset_after_ms: int = 1500  # a gap this long starts afresh
-
-    def __post_init__(self) -> None:
-        if not 0 < self.alpha <= 1:
-            raise UsageError(f"smoothing alpha must be in (0, 1], got {self.alpha}")
-        if not 0 <= self.hysteresis < 1:
-            raise UsageError(f"hysteresis must be in [0, 1), got {self.hysteresis}")
-        if self.reset_after_ms < 0:
-            raise UsageError("reset_after_ms must be >= 0")
-
-
-@dataclass(frozen=True)
-class ImageClassifierOptions:
-    base_options: BaseOptions
-    classifier_options: ClassifierOptions = field(default_factory=ClassifierOptions)
-    running_mode: RunningMode = RunningMode.IMAGE
-    result_callback: Callable[[ClassificationResult, np.ndarray | None, int], None] | None = None
-    input_color_order: ColorOrder | str = ColorOrder.BGR  # cameras come through OpenCV
-    crop: CropMode | str | None = None  # None: the model's contract decides
-    roi: tuple[int, int, int, int] | None = None  # (x, y, width, height) in frame pixels
-    quality: QualityOptions = field(default_factory=QualityOptions)
-    smoothing: SmoothingOptions = field(default_factory=SmoothingOptions)
-    contract: PreprocessContract | None = None  # for models without ShopLens metadata
-    labels: tuple[str, ...] | None = None  # overrides metadata and labels.txt
-    labels_path: str | Path | None = None
-
-    def __post_init__(self) -> None:
-        set_ = object.__setattr__
-        try:
-            set_(self, "running_mode", RunningMode(self.running_mode))
-            set_(self, "input_color_order", ColorOrder(self.input_color_order))
-            if self.crop is not None:
-                set_(self, "crop", CropMode(self.crop))
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        if self.input_color_order is ColorOrder.GRAY:
-            raise UsageError("input_color_order is the order of colour frames: BGR or RGB")
-        if self.running_mode is RunningMode.LIVE_STREAM and self.result_callback is None:
-            raise UsageError("LIVE_STREAM mode needs a result_callback")
-        if self.running_mode is not RunningMode.LIVE_STREAM and self.result_callback is not None:
-            raise UsageError(
-                f"result_callback is only used in LIVE_STREAM mode, not {self.running_mode.name}"
-            )
-        if self.roi is not None:
-            if len(self.roi) != 4 or self.roi[2] < 1 or self.roi[3] < 1:
-                raise UsageError(f"roi must be (x, y, width, height) with positive size, got {self.roi!r}")
-            set_(self, "roi", tuple(int(v) for v in self.roi))
-        if self.labels is not None:
-            set_(self, "labels", tuple(self.labels))
-
-
-@dataclass(frozen=True)
-class Category:
-    index: int
-    label: str
-    score: float
-
-
-@dataclass(frozen=True)
-class Timing:
-    preprocess_ms: float = 0.0
-    invoke_ms: float = 0.0
-    postprocess_ms: float = 0.0
-
-    @property
-    def total_ms(self) -> float:
-        return self.preprocess_ms + self.invoke_ms + self.postprocess_ms
-
-
-@dataclass(frozen=True)
-class ClassificationResult:
-    """Top-k categories (empty when the quality gate rejected the frame) and how we got them."""
-
-    categories: tuple[Category, ...]
-    timing: Timing
-    quality: QualityVerdict = UNCHECKED
-    timestamp_ms: int | None = None
-    scores: np.ndarray | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def rejected(self) -> bool:
-        return not self.categories and not self.quality.ok
-
-    @property
-    def top(self) -> Category | None:
-        return self.categories[0] if self.categories else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "timestamp_ms": self.timestamp_ms,
-            "categories": [
-                {"index": c.index, "label": c.label, "score": round(c.score, 6)} for c in self.categories
-            ],
-            "rejected": self.rejected,
-            "quality": self.quality.to_dict(),
-            "timing_ms": {
-                "preprocess": round(self.timing.preprocess_ms, 4),
-                "invoke": round(self.timing.invoke_ms, 4),
-                "postprocess": round(self.timing.postprocess_ms, 4),
-                "total": round(self.timing.total_ms, 4),
-            },
-        }
-
-
-@dataclass
-class StreamStats:
-    """Every LIVE_STREAM frame is accounted for: processed, dropped (stale) or rejected."""
-
-    submitted: int = 0
-    processed: int = 0
-    dropped: int = 0  # replaced by a newer frame before the worker took it
-    rejected_invalid: int = 0
-    rejected_quality: int = 0
-    callback_errors: int = 0
-
-    def to_dict(self) -> dict[str, int]:
-        return dict(vars(self))
-
-
 def _softmax(x: np.ndarray) -> np.ndarray:
     z = x - x.max()
     e = np.exp(z)
@@ -248,60 +70,6 @@ def _dequantize(q: np.ndarray, t: TensorInfo) -> np.ndarray:
     if not t.scales:
         return q.astype(np.float64)
     return (q.astype(np.int64) - int(t.zero_points[0])) * float(t.scales[0])
-
-
-def _resolve_labels(
-    opts: ImageClassifierOptions, meta: dict[str, Any] | None, info: ModelInfo, num_classes: int
-) -> tuple[str, ...]:
-    if opts.labels is not None:
-        names = opts.labels
-        source = "options"
-    elif opts.labels_path is not None:
-        names = read_labels_file(Path(opts.labels_path))
-        source = str(opts.labels_path)
-    elif meta and meta.get("labels"):
-        names = tuple(str(x) for x in meta["labels"])
-        source = "model metadata"
-    elif "labels.txt" in info.associated_files:
-        text = info.associated_files["labels.txt"].decode("utf-8", errors="replace")
-        names = tuple(x.strip() for x in text.splitlines() if x.strip())
-        source = "labels.txt in the model"
-    else:
-        p = opts.base_options.model_asset_path
-        side = Path(p).parent / "labels.txt" if p is not None else None
-        if side is not None and side.is_file():
-            names = read_labels_file(side)
-            source = str(side)
-        else:
-            names = tuple(str(i) for i in range(num_classes))
-            source = "class indices"
-    if len(names) != num_classes:
-        raise DataError(
-            f"labels from {source} list {len(names)} names but the model outputs {num_classes} scores"
-        )
-    return names
-
-
-def _resolve_contract(
-    opts: ImageClassifierOptions, meta: dict[str, Any] | None, inp: TensorInfo
-) -> PreprocessContract:
-    if opts.contract is not None:
-        c = opts.contract
-    elif meta and "contract" in meta:
-        c = PreprocessContract.from_dict(meta["contract"])
-    else:
-        raise ModelError(
-            "the model carries no ShopLens preprocessing contract; convert it with 'shoplens convert' "
-            "or pass contract=PreprocessContract(...) in the options"
-        )
-    if opts.crop is not None:
-        c = c.replace(crop=opts.crop)
-    _, h, w, ch = inp.shape
-    if (h, w, ch) != (c.height, c.width, c.channels):
-        raise ModelError(
-            f"contract says {c.height}x{c.width}x{c.channels} but the model input is {h}x{w}x{ch}"
-        )
-    return c
 
 
 class Classifier:
@@ -331,8 +99,8 @@ class Classifier:
         if len(out.shape) != 2 or out.shape[0] != 1:
             raise ModelError(f"{self.model_name} output shape {out.shape} is not (1, K)")
         meta = self.info.shoplens_metadata
-        self.contract = _resolve_contract(options, meta, inp)
-        self.labels = _resolve_labels(options, meta, self.info, out.shape[1])
+        self.contract = resolve_contract(options, meta, inp)
+        self.labels = resolve_labels(options, meta, self.info, out.shape[1])
         self.outputs_logits = bool(meta.get("output") == "logits") if meta else False
         self._handle = make_interpreter(
             model, self.info, backend=bo.backend, delegate=bo.delegate, num_threads=bo.num_threads,
@@ -573,7 +341,7 @@ class Classifier:
             self._last_submitted = int(timestamp_ms)
             if not isinstance(frame, np.ndarray) or frame.size == 0:
                 st.rejected_invalid += 1
-                self._deliver_invalid(frame, int(timestamp_ms))
+                self._callback(invalid_result(int(timestamp_ms)), None, int(timestamp_ms))
                 return
             # triple buffering: one slot is being processed, one may be pending, one is free
             pending = self._pending[0] if self._pending is not None else None
@@ -591,10 +359,6 @@ class Classifier:
                 st.dropped += 1
             self._pending = (buf, int(timestamp_ms))
             self._cond.notify()
-
-    def _deliver_invalid(self, frame: object, ts: int) -> None:
-        verdict = QualityVerdict(False, ("invalid",))
-        self._callback(ClassificationResult((), Timing(), verdict, ts), None, ts)
 
     def _callback(self, result: ClassificationResult, frame: np.ndarray | None, ts: int) -> None:
         cb = self.options.result_callback
@@ -632,9 +396,7 @@ class Classifier:
             with self._cond:
                 self.stream_stats.rejected_invalid += 1
             log.warning("invalid frame at %d ms: %s", ts, exc)
-            self._callback(
-                ClassificationResult((), Timing(), QualityVerdict(False, ("invalid",)), ts), None, ts
-            )
+            self._callback(invalid_result(ts), None, ts)
             return
         except ShopLensError as exc:  # closed underneath us
             log.debug("stream stopped: %s", exc)
@@ -652,44 +414,4 @@ class Classifier:
             return self._cond.wait_for(lambda: self._pending is None and not self._busy, timeout=timeout)
 
 
-class ClassifierPool:
-    """``n`` independent Classifiers (one interpreter each) for multi-camera kiosks."""
-
-    def __init__(self, options: ImageClassifierOptions, n: int) -> None:
-        if not isinstance(n, int) or n < 1:
-            raise UsageError(f"pool size must be an int >= 1, got {n!r}")
-        if options.running_mode is not RunningMode.IMAGE:
-            raise UsageError("ClassifierPool serves IMAGE mode; use one LIVE_STREAM Classifier per camera")
-        self._members = [Classifier(replace(options)) for _ in range(n)]
-        self._free = list(self._members)
-        self._cond = threading.Condition()
-
-    def __len__(self) -> int:
-        return len(self._members)
-
-    @contextlib.contextmanager
-    def acquire(self, timeout: float | None = None) -> Iterator[Classifier]:
-        with self._cond:
-            if not self._cond.wait_for(lambda: bool(self._free), timeout=timeout):
-                raise TimeoutError("no classifier became free in time")
-            c = self._free.pop()
-        try:
-            yield c
-        finally:
-            with self._cond:
-                self._free.append(c)
-                self._cond.notify()
-
-    def classify(self, frame: np.ndarray) -> ClassificationResult:
-        with self.acquire() as c:
-            return c.classify(frame)
-
-    def close(self) -> None:
-        for c in self._members:
-            c.close()
-
-    def __enter__(self) -> ClassifierPool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+from shoplens.pool import ClassifierPool  # noqa: E402  (re-export; the pool builds on Classifier)

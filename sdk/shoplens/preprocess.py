@@ -173,7 +173,6 @@ class Preprocessor:
         self._scratch: dict[tuple[int, str, str], np.ndarray] = {}
         self.last_resized: np.ndarray | None = None
         self.last_crop: np.ndarray | None = None
-        self.last_crop_side = 0
 
     # -- tables ---------------------------------------------------------------------------
     def _affine(self) -> tuple[np.ndarray, np.ndarray]:
@@ -244,7 +243,6 @@ class Preprocessor:
                 resized[...] = res
         self.last_resized = resized  # the crop at model size, before colour conversion (quality gate)
         self.last_crop = view
-        self.last_crop_side = min(w, h)
         code = _color_code(src_c, self.input_order, c)
         cshape = (H, W) if c.channels == 1 else (H, W, 3)
         if code is None:
@@ -262,6 +260,11 @@ class Preprocessor:
             if res.ctypes.data != dst2.ctypes.data:  # pragma: no cover - defensive, cv2 reallocated
                 dst2[...] = res
         return out
+
+    @property
+    def last_crop_side(self) -> int:
+        """Shorter side, in frame pixels, of the last crop (0 before the first frame)."""
+        return 0 if self.last_crop is None else int(min(self.last_crop.shape[:2]))
 
     def _normalize_float(self, img: np.ndarray, dst: np.ndarray) -> None:
         a, b = self._affine()

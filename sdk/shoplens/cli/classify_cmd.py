@@ -26,7 +26,7 @@ def _frames(
     """(name, frame) pairs and the frame count when known. A failed read yields None."""
     import cv2
 
-    from shoplens.data.datasets import IMAGE_EXTENSIONS, _read_image
+    from shoplens.data.datasets import IMAGE_EXTENSIONS, read_image
 
     if camera is not None:
         from shoplens._quiet import quiet_native_stderr
@@ -44,14 +44,14 @@ def _frames(
         files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
             raise DataError(f"{source} holds no images (jpg, png, bmp, webp)")
-        return ((str(p), _read_image(p)) for p in files), len(files)
+        return ((str(p), read_image(p)) for p in files), len(files)
     if source.suffix.lower() in VIDEO_EXTENSIONS:
         cap = cv2.VideoCapture(str(source))
         if not cap.isOpened():
             raise DataError(f"cannot open video {source}")
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
         return _capture(cap, source.name, stop_on_end=True), n
-    return iter([(str(source), _read_image(source))]), 1
+    return iter([(str(source), read_image(source))]), 1
 
 
 def _capture(cap, name: str, stop_on_end: bool = False) -> Iterator[tuple[str, np.ndarray | None]]:

@@ -31,6 +31,7 @@ __all__ = [
     "Dataset",
     "FolderDataset",
     "KioskDataset",
+    "read_image",
     "read_labels_file",
 ]
 
@@ -106,7 +107,7 @@ def read_labels_file(path: Path) -> tuple[str, ...]:
     return names
 
 
-def _read_image(path: Path) -> np.ndarray | None:
+def read_image(path: Path) -> np.ndarray | None:
     """Read an image as uint8 gray or BGR; None when it cannot be decoded."""
     try:
         data = np.fromfile(path, np.uint8)
@@ -189,7 +190,7 @@ class FolderDataset(Dataset):
             labels: list[int] = []
             ids: list[str] = []
             for p, lab in self.files[s : s + batch_size]:
-                img = _read_image(p)
+                img = read_image(p)
                 if img is None or min(img.shape[:2]) < 1:
                     unreadable += 1
                     continue
@@ -266,7 +267,7 @@ class KioskDataset(Dataset):
         video_rows = [r for r in self.rows if "#" in r["file"]]
         if not video_rows:
             for r in self.rows:
-                yield r, _read_image(self.root / r["file"])
+                yield r, read_image(self.root / r["file"])
             return
         video = self.root / video_rows[0]["file"].split("#", 1)[0]
         cap = cv2.VideoCapture(str(video))
