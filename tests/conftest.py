@@ -160,3 +160,54 @@ def tiny_rgb(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     paths["logits"] = lp
     return paths
+
+
+@pytest.fixture(scope="session")
+def per_channel_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 32x32 RGB CNN trained with per-channel mean/std (which standard metadata cannot carry)."""
+    from shoplens.contract import PreprocessContract
+
+    contract = PreprocessContract(
+        32, 32, mean=(120.0, 115.0, 110.0), std=(60.0, 62.0, 64.0), interpolation="linear"
+    )
+    return _train_tiny(tmp_path_factory.mktemp("per_channel"), contract, n=2000, epochs=2)
+
+
+@pytest.fixture(scope="session")
+def block_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small functional Keras 3 model with the reference model's layer kinds (BN, ReLU6,
+    depthwise, residual Add, GAP), trained briefly, for the bridge, pruning and QAT."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    from shoplens.contract import PreprocessContract
+    from shoplens.data.fashion_mnist import FASHION_MNIST_LABELS, load_fashion_mnist
+    from shoplens.preprocess import preprocess_batch
+
+    out = tmp_path_factory.mktemp("block_model")
+    contract = PreprocessContract.from_range(32, 32, -1.0, 1.0, interpolation="linear")
+    x, y = load_fashion_mnist("train")
+    xs = preprocess_batch(x[:3000], contract)
+    keras.utils.set_random_seed(1)
+    L = keras.layers
+    inp = keras.Input((32, 32, 3), name="image")
+    h = L.Conv2D(16, 3, strides=2, padding="same", use_bias=False, name="stem")(inp)
+    h = L.BatchNormalization(momentum=0.9, name="stem_bn")(h)
+    h = L.ReLU(6.0, name="stem_relu")(h)
+    r = L.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(h)
+    r = L.BatchNormalization(momentum=0.9, name="dw_bn")(r)
+    r = L.ReLU(6.0, name="dw_relu")(r)
+    r = L.Conv2D(16, 1, use_bias=False, name="project")(r)
+    r = L.BatchNormalization(momentum=0.9, name="project_bn")(r)
+    h = L.Add(name="add")([h, r])
+    h = L.Conv2D(64, 3, strides=2, padding="same", activation="relu", name="head")(h)
+    h = L.GlobalAveragePooling2D(name="gap")(h)
+    out_t = L.Dense(10, activation="softmax", name="probs")(h)
+    model = keras.Model(inp, out_t, name="block_model")
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(xs, y[:3000], epochs=5, batch_size=64, verbose=0)  # about 73 % top-1
+    path = out / "block.keras"
+    model.save(path)
+    (out / "contract.json").write_text(contract.to_json())
+    (out / "labels.txt").write_text("\n".join(FASHION_MNIST_LABELS) + "\n")
+    return path

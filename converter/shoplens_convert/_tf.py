@@ -40,3 +40,34 @@ def keras3() -> Any:
 def tensorflow() -> Any:
     keras3()
     return _CACHE["tf"]
+
+
+def tf_keras() -> Any:
+    """The tf-keras (Keras 2) module, which TFMOT needs."""
+    if "tf_keras" not in _CACHE:
+        keras3()
+        try:
+            with quiet_native_stderr():
+                import tf_keras as tfk
+        except ImportError:
+            raise DependencyError(
+                "pruning and QAT need tf-keras; install it with: pip install 'shoplens[convert]'"
+            ) from None
+        _CACHE["tf_keras"] = tfk
+    return _CACHE["tf_keras"]
+
+
+def tfmot() -> Any:
+    """tensorflow-model-optimization, imported quietly."""
+    if "tfmot" not in _CACHE:
+        tf_keras()
+        try:
+            with quiet_native_stderr():
+                import tensorflow_model_optimization as mot
+        except ImportError:
+            raise DependencyError(
+                "pruning and QAT need tensorflow-model-optimization; "
+                "install it with: pip install 'shoplens[convert]'"
+            ) from None
+        _CACHE["tfmot"] = mot
+    return _CACHE["tfmot"]

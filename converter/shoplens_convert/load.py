@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shoplens._quiet import quiet_native_stderr
 from shoplens.contract import PreprocessContract
 from shoplens.data.datasets import read_labels_file
 from shoplens.errors import DataError, ModelError
-from shoplens_convert._tf import keras3
+from shoplens_convert._tf import keras3, tensorflow, tf_keras
 
 __all__ = ["LoadedModel", "find_sidecar_contract", "load_keras_model", "sha256_file"]
 
@@ -28,7 +29,7 @@ _UNSAFE_CLASSES = ("Lambda",)
 class LoadedModel:
     model: Any
     path: Path
-    format: str  # "keras" | "h5"
+    format: str  # "keras" | "h5" | "saved_model" (tf-keras) | "tf_saved_model" (signature only)
     sha256: str
     input_shape: tuple[int | None, ...]
     num_classes: int
@@ -81,7 +82,7 @@ def load_keras_model(path: str | Path, *, unsafe: bool = False) -> LoadedModel:
     if not p.exists():
         raise ModelError(f"model {p} does not exist")
     if p.is_dir():
-        raise ModelError(f"{p} is a directory; SavedModel sources are handled by 'shoplens convert'")
+        return _load_saved_model(p, unsafe)
     suffix = p.suffix.lower()
     if suffix == ".keras":
         fmt = "keras"
@@ -103,12 +104,76 @@ def load_keras_model(path: str | Path, *, unsafe: bool = False) -> LoadedModel:
     try:
         model = keras.saving.load_model(p, compile=False, safe_mode=not unsafe)
     except Exception as exc:  # keras raises many types for bad files; report them as one
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"cannot load {p}: {msg[:300]}") from None
+        raise ModelError(f"cannot load {p}: {_first_line(exc)}") from None
+    return _checked(model, p, fmt)
+
+
+def _first_line(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return msg[:300]
+
+
+class SignatureModel:
+    """A plain TF SavedModel used through its serving signature (no Keras graph to edit).
+
+    Enough for post-training quantization (``TFLiteConverter.from_saved_model``) and evaluation;
+    pruning, QAT and folding need a Keras model.
+    """
+
+    def __init__(self, path: Path, fn: Any) -> None:
+        self.path = path
+        self._fn = fn
+        spec_args, spec_kwargs = fn.structured_input_signature
+        specs = list(spec_kwargs.values()) + list(spec_args)
+        self._input_name = next(iter(spec_kwargs), None)
+        self.inputs = specs
+        outs = fn.structured_outputs
+        self.outputs = list(outs.values()) if isinstance(outs, dict) else [outs]
+
+    def __call__(self, x: Any, training: bool = False) -> Any:
+        tf = tensorflow()
+        t = tf.constant(x)
+        out = self._fn(**{self._input_name: t}) if self._input_name else self._fn(t)
+        if isinstance(out, dict):
+            out = next(iter(out.values()))
+        return out.numpy()
+
+
+def _load_saved_model(p: Path, unsafe: bool) -> LoadedModel:
+    if not (p / "saved_model.pb").is_file():
+        raise ModelError(f"{p} is a directory without saved_model.pb; it is not a SavedModel")
+    meta = p / "keras_metadata.pb"
+    if meta.is_file():  # written by tf-keras: a Keras graph we can prune and fine-tune
+        raw = meta.read_bytes()
+        if any(f'"class_name": "{c}"'.encode() in raw for c in _UNSAFE_CLASSES) and not unsafe:
+            raise ModelError(
+                f"{p} contains a Lambda layer with arbitrary Python code; refusing to load it "
+                "(pass --unsafe-load only for files you trust)"
+            )
+        tfk = tf_keras()
+        try:
+            with quiet_native_stderr():
+                model = tfk.models.load_model(p, compile=False)
+        except Exception as exc:
+            raise ModelError(f"cannot load SavedModel {p}: {_first_line(exc)}") from None
+        return _checked(model, p, "saved_model")
+    tf = tensorflow()
+    try:
+        with quiet_native_stderr():
+            obj = tf.saved_model.load(str(p))
+        fn = obj.signatures["serving_default"]
+    except KeyError:
+        raise ModelError(f"SavedModel {p} has no 'serving_default' signature") from None
+    except Exception as exc:
+        raise ModelError(f"cannot load SavedModel {p}: {_first_line(exc)}") from None
+    return _checked(SignatureModel(p, fn), p, "tf_saved_model")
+
+
+def _checked(model: Any, p: Path, fmt: str) -> LoadedModel:
     inputs = model.inputs
     if len(inputs) != 1:
         raise ModelError(f"{p} has {len(inputs)} inputs; ShopLens needs exactly one image input (N, H, W, C)")
-    shape = tuple(inputs[0].shape)
+    shape = tuple(None if d is None else int(d) for d in inputs[0].shape)
     if len(shape) != 4 or shape[3] not in (1, 3):
         raise ModelError(f"{p} input shape {shape} is not an image (N, H, W, C) with C in 1 or 3")
     if shape[1] is None or shape[2] is None:
@@ -117,7 +182,18 @@ def load_keras_model(path: str | Path, *, unsafe: bool = False) -> LoadedModel:
     if len(outputs) != 1 or len(outputs[0].shape) != 2 or outputs[0].shape[1] is None:
         got = [tuple(o.shape) for o in outputs]
         raise ModelError(f"{p} outputs {got}; a classifier needs one output of shape (N, K)")
-    return LoadedModel(model, p, fmt, sha256_file(p), shape, int(outputs[0].shape[1]))
+    return LoadedModel(model, p, fmt, _sha256(p), shape, int(outputs[0].shape[1]))
+
+
+def _sha256(p: Path) -> str:
+    """sha256 of a file, or of a SavedModel directory's files in path order."""
+    if p.is_file():
+        return sha256_file(p)
+    h = hashlib.sha256()
+    for f in sorted(q for q in p.rglob("*") if q.is_file()):
+        h.update(str(f.relative_to(p)).encode())
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
 
 
 def find_sidecar_contract(model_path: Path, explicit: Path | None = None) -> PreprocessContract:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -17,11 +17,11 @@ from shoplens._progress import progress
 from shoplens._quiet import quiet_native_stderr
 from shoplens.contract import PreprocessContract
 from shoplens.data.datasets import Dataset
-from shoplens.errors import ConversionError, DataError, UsageError
+from shoplens.errors import ConversionError, DataError, ShopLensError, UsageError
 from shoplens.preprocess import Preprocessor
 from shoplens_convert._tf import tensorflow
 
-__all__ = ["RECIPES", "calibration_frames", "quantize"]
+__all__ = ["RECIPES", "calibration_frames", "make_converter", "quantize", "run_converter"]
 
 RECIPES = ("float32", "float16", "dynamic", "int8")
 
@@ -46,16 +46,21 @@ def calibration_frames(dataset: Dataset, contract: PreprocessContract, n: int) -
     return out[:k]
 
 
-def quantize(
+def make_converter(
     model: Any,
     recipe: str,
     *,
     calibration: np.ndarray | None = None,
     io_type: str = "uint8",
     per_tensor: bool = False,
-    show_progress: bool = False,
-) -> bytes:
-    """Convert a Keras model with one of RECIPES; int8 needs preprocessed calibration frames."""
+    allow_float_ops: bool = False,
+    on_sample: Callable[[], None] | None = None,
+) -> Any:
+    """A configured ``tf.lite.TFLiteConverter`` for one of RECIPES (Keras 3 or tf-keras model).
+
+    ``allow_float_ops`` lets int8 keep some ops in float (selective fallback); ``on_sample`` is
+    called for every calibration image (progress).
+    """
     if recipe not in RECIPES:
         raise UsageError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
     if io_type not in ("uint8", "int8", "float32"):
@@ -70,28 +75,62 @@ def quantize(
     elif recipe == "int8":
         if calibration is None or len(calibration) == 0:
             raise DataError("int8 quantization needs calibration images (--calib-data)")
-        bar = progress(show_progress, "calibrating", len(calibration))
+        cal = calibration
 
         def representative() -> Iterator[list[np.ndarray]]:
-            for i in range(len(calibration)):
-                bar.advance()
-                yield [calibration[i : i + 1]]
+            for i in range(len(cal)):
+                if on_sample is not None:
+                    on_sample()
+                yield [cal[i : i + 1]]
 
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = representative
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if allow_float_ops:
+            conv.target_spec.supported_ops = [
+                tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                tf.lite.OpsSet.TFLITE_BUILTINS,
+            ]
+        else:
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if io_type != "float32":
             conv.inference_input_type = tf.uint8 if io_type == "uint8" else tf.int8
             conv.inference_output_type = tf.uint8 if io_type == "uint8" else tf.int8
         if per_tensor:
             conv._experimental_disable_per_channel = True
+    return conv
+
+
+def run_converter(what: str, fn: Callable[[], Any]) -> bytes:
+    """Run a conversion quietly (it prints to stdout and native stderr); one-line errors."""
     try:
         # the converter prints a SavedModel signature dump to stdout; keep --json output clean
         with quiet_native_stderr(), contextlib.redirect_stdout(io.StringIO()):
-            return bytes(conv.convert())
+            return bytes(fn())
+    except ShopLensError:
+        raise
     except Exception as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConversionError(f"TFLite conversion ({recipe}) failed: {msg[:300]}") from None
-    finally:
-        if recipe == "int8":
-            bar.close()
+        raise ConversionError(f"TFLite conversion ({what}) failed: {msg[:300]}") from None
+
+
+def quantize(
+    model: Any,
+    recipe: str,
+    *,
+    calibration: np.ndarray | None = None,
+    io_type: str = "uint8",
+    per_tensor: bool = False,
+    show_progress: bool = False,
+) -> bytes:
+    """Convert a Keras model with one of RECIPES; int8 needs preprocessed calibration frames."""
+    n = len(calibration) if calibration is not None and recipe == "int8" else 0
+    with progress(show_progress and n > 0, "calibrating", n) as bar:
+        conv = make_converter(
+            model,
+            recipe,
+            calibration=calibration,
+            io_type=io_type,
+            per_tensor=per_tensor,
+            on_sample=bar.advance,
+        )
+        return run_converter(recipe, conv.convert)

@@ -13,6 +13,12 @@ from shoplens.errors import DataError, OutputExistsError
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "ensure_output_dir"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def ensure_output_dir(path: str | os.PathLike[str]) -> Path:
     """Create ``path`` as a directory (and parents) and prove it is writable."""
     p = Path(path)
@@ -53,6 +59,7 @@ def atomic_path(target: str | os.PathLike[str], *, overwrite: bool = False) -> I
         raise DataError(f"cannot write in {parent}: {exc.strerror or exc}") from None
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
     try:
         yield tmp
         os.replace(tmp, target)

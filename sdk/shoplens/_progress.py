@@ -11,6 +11,7 @@ class _Bar:
     def __init__(self, enabled: bool, description: str, total: int | None) -> None:
         self._p: Any = None
         if enabled:
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -27,6 +28,7 @@ class _Bar:
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 transient=True,
+                console=Console(stderr=True),  # stdout stays clean for --json
             )
             self._p.start()
             self._task = self._p.add_task(description, total=total)

@@ -243,11 +243,41 @@ class Classifier:
             return None, verdict, (t1 - t0) * 1e3, 0.0
         self._interp.invoke()  # type: ignore[union-attr]
         t2 = time.perf_counter()
+        return self._output_scores(), verdict, (t1 - t0) * 1e3, (t2 - t1) * 1e3
+
+    @property
+    def preprocessor(self) -> Preprocessor:
+        """The preprocessing this classifier applies (contract plus the input's quantization)."""
+        return self._pre
+
+    def predict_preprocessed(self, inputs: np.ndarray) -> np.ndarray:
+        """Probabilities (N, K) for inputs already made by :attr:`preprocessor` (N, H, W, C).
+
+        Evaluation and drift checks use this with :func:`shoplens.metrics.evaluate`, so a batch is
+        preprocessed once by the same code as :meth:`classify` and then invoked frame by frame.
+        """
+        x = np.asarray(inputs)
+        want = (self._pre.out_shape, self._pre.out_dtype)
+        if x.ndim != 4 or x.shape[1:] != want[0] or x.dtype != want[1]:
+            raise InvalidFrameError(
+                f"inputs are {x.shape} {x.dtype}; expected (N, {', '.join(map(str, want[0]))}) {want[1]}"
+            )
+        out = np.empty((len(x), self._out_tensor.shape[1]), np.float32)
+        with self._lock:
+            if self._closed:
+                raise UsageError("this Classifier is closed")
+            for i in range(len(x)):
+                self._interp.set_tensor(self._in_index, x[i : i + 1])  # type: ignore[union-attr]
+                self._interp.invoke()  # type: ignore[union-attr]
+                out[i] = self._output_scores()
+        return out
+
+    def _output_scores(self) -> np.ndarray:
         raw = self._interp.get_tensor(self._out_index)[0]  # type: ignore[union-attr]
         scores = _dequantize(raw, self._out_tensor)
         if self.outputs_logits or scores.min() < -1e-3 or scores.max() > 1 + 1e-3:
             scores = _softmax(scores)
-        return scores, verdict, (t1 - t0) * 1e3, (t2 - t1) * 1e3
+        return scores
 
     def _top(self, scores: np.ndarray, shown: int | None = None) -> tuple[Category, ...]:
         opts = self.options.classifier_options

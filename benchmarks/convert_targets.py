@@ -1,0 +1,142 @@
+"""Converter targets on the reference model: size ratios and top-1 drops on the full test set.
+
+    .venv/bin/python -m benchmarks.convert_targets            # about 20 minutes on 2 cores
+    .venv/bin/python -m benchmarks.convert_targets --quick    # smoke run on small subsets
+
+Each row runs the library pipeline (:func:`shoplens_convert.pipeline.convert`, exactly what
+``shoplens convert`` runs) with fine-tuning on ``fashion-mnist:train[:N]`` and the accuracy guard on
+``fashion-mnist:test`` (10,000 images), source and converted model through the same SDK
+preprocessing. Writes ``benchmarks/results/convert-targets-<date>.json`` and
+``docs/converter_targets.md``; the converted models go to ``out/convert_targets/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+REF = ROOT / "sample_apps" / "reference_model" / "product_cnn.keras"
+
+# (row, recipe, prune, target description)
+ROWS: list[tuple[str, str, float | None, str]] = [
+    ("float32", "float32", None, "baseline"),
+    ("int8", "int8", None, "bytes <= 0.30x float32; drop <= 0.5 pt; convert < 2 min"),
+    ("int8 per-tensor", "int8", None, "bytes <= 0.30x float32 (per-tensor)"),
+    ("qat-int8", "qat-int8", None, "drop <= 0.3 pt"),
+    ("prune 50 % + int8", "int8", 0.5, "drop <= 1.0 pt"),
+    ("prune 50 % + pqat-int8", "pqat-int8", 0.5, "drop <= 0.3 pt; sparsity kept"),
+    ("prune 75 % + int8", "int8", 0.75, "gzip <= 0.12x float32 gzip"),
+]
+
+
+def run(quick: bool, train_n: int, epochs: int, only: list[str] | None) -> dict[str, Any]:
+    from shoplens_convert.pipeline import ConvertOptions, convert
+
+    eval_spec = "fashion-mnist:test:500" if quick else "fashion-mnist:test"
+    train_spec = f"fashion-mnist:train:{200 if quick else train_n}"
+    out_root = ROOT / "out" / "convert_targets"
+    rows = []
+    for label, recipe, prune, target in ROWS:
+        if only and label not in only:
+            continue
+        opts = ConvertOptions(
+            recipe=recipe,
+            prune=prune,
+            train_data=train_spec if (prune or recipe.endswith("qat-int8")) else None,
+            prune_epochs=1 if quick else epochs,
+            calib_data="fashion-mnist:train:300",
+            eval_data=eval_spec,
+            per_tensor=label.endswith("per-tensor"),
+            latency_runs=200,
+            show_progress=True,
+        )
+        t0 = time.perf_counter()
+        result = convert(REF, opts)
+        seconds = time.perf_counter() - t0
+        result.save(
+            out_root / label.replace(" ", "_").replace("%", "pct").replace("+", "plus"), overwrite=True
+        )
+        r = result.report
+        acc = r["accuracy"]
+        row = {
+            "row": label,
+            "target": target,
+            "bytes": r["sizes"]["model_bytes"],
+            "ratio": r["sizes"]["ratio_to_float32"],
+            "gzip_ratio": r["sizes"]["gzip_ratio_to_float32_gzip"],
+            "source_top1": acc["source_top1"],
+            "top1": acc["converted_top1"],
+            "drop_pts": acc["drop_pts"],
+            "drop_ci95": acc["drop_ci95_pts"],
+            "sparsity_after_conversion": (r.get("prune") or {}).get("sparsity_after_conversion"),
+            "invoke_p50_ms": r["latency"]["invoke_p50"],
+            "seconds_total": round(seconds, 1),
+            "timings_s": r["timings_s"],
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return {"date": dt.date.today().isoformat(), "train": train_spec, "eval": eval_spec,
+            "epochs": epochs, "rows": rows}  # fmt: skip
+
+
+def time_plain_int8() -> float:
+    """Wall time of the int8 conversion alone (no guard, no latency), as a user runs it."""
+    from shoplens_convert.pipeline import ConvertOptions, convert
+
+    t0 = time.perf_counter()
+    convert(REF, ConvertOptions(recipe="int8", calib_data="fashion-mnist:train:300", latency_runs=0))
+    return round(time.perf_counter() - t0, 1)
+
+
+def write_markdown(res: dict[str, Any], path: Path) -> None:
+    lines = [
+        "# Converter targets on the reference model",
+        "",
+        f"Measured {res['date']} with `python -m benchmarks.convert_targets`: fine-tuning on "
+        f"`{res['train']}` ({res['epochs']} pruning epochs), accuracy on `{res['eval']}`, source and "
+        "converted model through the same SDK preprocessing. Drops are top-1 points with a paired 95 % CI.",
+        "",
+        "| row | KiB | x float32 | gzip x float32 gzip | top-1 % | drop pt (95 % CI) | sparsity "
+        "| invoke p50 ms | s | target |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---|",
+    ]
+    for r in res["rows"]:
+        sp = f"{r['sparsity_after_conversion']:.1%}" if r["sparsity_after_conversion"] is not None else ""
+        lines.append(
+            f"| {r['row']} | {r['bytes'] / 1024:.1f} | {r['ratio']:.3f} | {r['gzip_ratio']:.3f} | "
+            f"{r['top1'] * 100:.2f} | {r['drop_pts']:+.2f} "
+            f"({r['drop_ci95'][0]:+.2f}..{r['drop_ci95'][1]:+.2f}) | "
+            f"{sp} | {r['invoke_p50_ms']:.3f} | {r['seconds_total']:.0f} | {r['target']} |"
+        )
+    lines += [
+        "",
+        f"Converting the reference model to int8 alone (300 calibration images, no guard): "
+        f"{res['int8_convert_seconds']:.0f} s, in-process (add about 5 s for the TensorFlow import).",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--train", type=int, default=20000, help="fine-tuning images")
+    ap.add_argument("--epochs", type=int, default=2, help="pruning fine-tune epochs")
+    ap.add_argument("--only", nargs="*", help="row labels to run")
+    a = ap.parse_args()
+    res = run(a.quick, a.train, a.epochs, a.only)
+    res["int8_convert_seconds"] = time_plain_int8()
+    print("int8 conversion alone:", res["int8_convert_seconds"], "s", flush=True)
+    if a.quick or a.only:
+        return
+    out = ROOT / "benchmarks" / "results" / f"convert-targets-{res['date']}.json"
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    write_markdown(res, ROOT / "docs" / "converter_targets.md")
+
+
+if __name__ == "__main__":
+    main()

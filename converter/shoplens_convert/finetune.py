@@ -1,0 +1,107 @@
+"""Fine-tune a tf-keras model (after pruning or QAT wrapping) with a rich progress bar."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from shoplens._progress import progress
+from shoplens.errors import UsageError
+from shoplens_convert._tf import tf_keras
+
+__all__ = ["FineTuneOptions", "FineTuneResult", "fine_tune", "freeze_batchnorm"]
+
+
+@dataclass(frozen=True)
+class FineTuneOptions:
+    epochs: int = 2
+    batch_size: int = 64
+    learning_rate: float = 2e-4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.epochs <= 1000:
+            raise UsageError(f"fine-tuning epochs must be in 1..1000, got {self.epochs}")
+        if not 1 <= self.batch_size <= 4096:
+            raise UsageError(f"fine-tuning batch size must be in 1..4096, got {self.batch_size}")
+        if not 0 < self.learning_rate < 1:
+            raise UsageError(f"learning rate must be in (0, 1), got {self.learning_rate}")
+
+    def steps(self, n: int) -> int:
+        return self.epochs * max(1, -(-n // self.batch_size))
+
+
+@dataclass
+class FineTuneResult:
+    epochs: int
+    images: int
+    seconds: float
+    final_loss: float
+    final_accuracy: float
+
+
+def freeze_batchnorm(model: Any) -> int:
+    """Keep BatchNorm layers in inference mode with fixed statistics during fine-tuning.
+
+    A short fine-tune with small batches otherwise drags the moving statistics away from the ones
+    the model was trained with (measured here: QAT drop 0.75 pt unfrozen, 0.45 pt frozen, 5k images).
+    Returns how many layers were frozen.
+    """
+    n = 0
+    for layer in model.layers:
+        if type(layer).__name__ == "BatchNormalization":
+            layer.trainable = False
+            n += 1
+    return n
+
+
+def fine_tune(
+    model: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    options: FineTuneOptions,
+    *,
+    output: str,
+    callbacks: list[Any] | None = None,
+    what: str = "fine-tuning",
+    show_progress: bool = False,
+) -> FineTuneResult:
+    """Train ``model`` (tf-keras) on preprocessed (x, y); ``output`` is 'probabilities' or 'logits'."""
+    tfk = tf_keras()
+    loss = tfk.losses.SparseCategoricalCrossentropy(from_logits=output == "logits")
+    model.compile(optimizer=tfk.optimizers.Adam(options.learning_rate), loss=loss, metrics=["accuracy"])
+    steps = options.steps(len(x))
+    bar = progress(show_progress, what, steps)
+
+    class _Bar(tfk.callbacks.Callback):  # type: ignore[misc, name-defined]
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            bar.advance()
+
+    t0 = time.perf_counter()
+    tfk.utils.set_random_seed(options.seed)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            hist = model.fit(
+                x,
+                y,
+                batch_size=options.batch_size,
+                epochs=options.epochs,
+                shuffle=True,
+                verbose=0,
+                callbacks=[*(callbacks or []), _Bar()],
+            )
+    finally:
+        bar.close()
+    h = hist.history
+    return FineTuneResult(
+        options.epochs,
+        len(x),
+        round(time.perf_counter() - t0, 1),
+        float(h["loss"][-1]),
+        float(h.get("accuracy", [float("nan")])[-1]),
+    )

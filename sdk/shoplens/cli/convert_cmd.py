@@ -1,0 +1,118 @@
+"""``shoplens convert``: prune, quantize and package a Keras classifier (thin layer over the library)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shoplens.cli._common import out_console, print_json, show_progress
+
+app = typer.Typer()
+
+_DATA_HELP = (
+    "Data spec: fashion-mnist:train|test[:N], a class-per-folder directory, or kiosk:DIR[:good|bad|all]."
+)
+
+
+@app.command("convert")
+def convert_command(
+    model: Annotated[Path, typer.Argument(help="Keras model: .keras, .h5 or a SavedModel directory.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")],
+    recipe: Annotated[
+        str,
+        typer.Option(
+            "--recipe",
+            "-r",
+            help="float32, float16, dynamic, int8, qat-int8, pqat-int8, auto, or a recipe .json.",
+        ),
+    ] = "int8",
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="labels.txt (default: beside the model).")
+    ] = None,
+    contract: Annotated[
+        Path | None,
+        typer.Option("--contract", help="Preprocessing contract JSON (default: beside the model)."),
+    ] = None,
+    prune: Annotated[
+        float | None, typer.Option("--prune", help="Target sparsity in (0, 1), e.g. 0.5.")
+    ] = None,
+    train_data: Annotated[
+        str | None, typer.Option("--train-data", help=f"Fine-tuning data. {_DATA_HELP}")
+    ] = None,
+    prune_epochs: Annotated[
+        int, typer.Option("--prune-epochs", help="Fine-tuning epochs while pruning.")
+    ] = 2,
+    qat_epochs: Annotated[
+        int | None, typer.Option("--qat-epochs", help="QAT epochs (default: the recipe's).")
+    ] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option("--learning-rate", help="Fine-tuning learning rate.")
+    ] = None,
+    calib_data: Annotated[
+        str | None,
+        typer.Option("--calib-data", help=f"int8 calibration data (default: --train-data). {_DATA_HELP}"),
+    ] = None,
+    calib_count: Annotated[int, typer.Option("--calib-count", help="Calibration images.")] = 300,
+    eval_data: Annotated[
+        str | None, typer.Option("--eval-data", help=f"Accuracy-guard data. {_DATA_HELP}")
+    ] = None,
+    max_drop: Annotated[
+        float | None,
+        typer.Option("--max-drop", help="Fail (exit 1, no model) if top-1 drops more than this, in points."),
+    ] = None,
+    target: Annotated[str, typer.Option("--target", help="cpu or edgetpu (full-integer only).")] = "cpu",
+    io_type: Annotated[
+        str, typer.Option("--io-type", help="int8 model input/output type: uint8 or int8.")
+    ] = "uint8",
+    per_tensor: Annotated[
+        bool, typer.Option("--per-tensor", help="Per-tensor instead of per-channel weights.")
+    ] = False,
+    bake_preprocessing: Annotated[
+        bool,
+        typer.Option("--bake-preprocessing", help="Fold normalization into the model (feed raw pixels)."),
+    ] = False,
+    bake_bgr: Annotated[
+        bool,
+        typer.Option("--bake-bgr", help="With --bake-preprocessing: the model takes BGR (OpenCV) frames."),
+    ] = False,
+    unsafe_load: Annotated[
+        bool, typer.Option("--unsafe-load", help="Allow Lambda layers (runs code from the file).")
+    ] = False,
+    name: Annotated[str | None, typer.Option("--name", help="Model name in the metadata.")] = None,
+    version: Annotated[str, typer.Option("--model-version", help="Model version in the metadata.")] = "1",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing outputs in --out.")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
+) -> None:
+    """Convert a Keras classifier into a self-describing TFLite model, under an accuracy guard."""
+    from shoplens.errors import DriftGateFailed
+    from shoplens_convert.pipeline import ConvertOptions, check_output_dir, convert  # lazy: TensorFlow
+
+    options = ConvertOptions(
+        recipe=recipe, labels=labels, contract=contract, prune=prune, train_data=train_data,
+        prune_epochs=prune_epochs, qat_epochs=qat_epochs, learning_rate=learning_rate, calib_data=calib_data,
+        calib_count=calib_count, eval_data=eval_data, max_drop=max_drop, target=target, io_type=io_type,
+        per_tensor=per_tensor, bake_preprocessing=bake_preprocessing, bake_bgr=bake_bgr,
+        unsafe_load=unsafe_load, name=name, version=version, show_progress=show_progress(json_out, quiet),
+    )  # fmt: skip
+    options.resolved_recipe()  # unknown recipe: fail before any work
+    inputs = [model, labels, contract, model.parent / "labels.txt", model.parent / "contract.json"]
+    check_output_dir(out, overwrite=overwrite, inputs=[p for p in inputs if p is not None])  # fail early
+    result = convert(model, options)
+    result.save(out, overwrite=overwrite)
+    if json_out:
+        print_json(result.report)
+    elif not quiet and result.accepted:
+        s = result.report["sizes"]
+        out_console.print(result.report["status"]["message"])
+        out_console.print(
+            f"{out / 'model.tflite'}: {s['model_bytes'] / 1024:.1f} KiB "
+            f"({s['ratio_to_float32']:.3f}x float32; gzip {s['gzip_ratio_to_float32_gzip']:.3f}x); "
+            f"report in {out / 'report.md'}"
+        )
+    if not result.accepted:
+        raise DriftGateFailed(result.report["status"]["message"])

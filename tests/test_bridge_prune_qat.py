@@ -1,0 +1,106 @@
+"""Keras 3 -> tf-keras bridge, TFMOT pruning and QAT on small real models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shoplens.contract import PreprocessContract
+from shoplens.data.spec import open_dataset
+from shoplens.errors import UsageError
+from shoplens_convert.bridge import bridge_to_tf_keras, max_output_difference
+from shoplens_convert.finetune import FineTuneOptions
+from shoplens_convert.fold import plan_fold
+from shoplens_convert.frames import preprocessed_arrays
+from shoplens_convert.load import load_keras_model
+from shoplens_convert.prune import PruneOptions, prune_model
+from shoplens_convert.qat import quantization_aware_train
+from shoplens_convert.quantize import quantize
+from shoplens_convert.tflite_stats import weight_sparsity
+
+
+def _data(path, n: int = 600):
+    c = PreprocessContract.load(path.parent / "contract.json")
+    return c, preprocessed_arrays(open_dataset(f"fashion-mnist:train:{n}"), c)
+
+
+@pytest.mark.parametrize("fixture", ["block_model", "tiny_keras_model", "per_channel_model"])
+def test_bridge_reproduces_the_keras3_outputs(fixture, request) -> None:
+    path = request.getfixturevalue(fixture)
+    src = load_keras_model(path).model
+    _c, (x, _) = _data(path, 64)
+    bridged = bridge_to_tf_keras(src).model
+    assert type(bridged).__module__.startswith("tf_keras")
+    assert [w.shape for w in bridged.get_weights()] == [w.shape for w in src.get_weights()]
+    assert max_output_difference(src, bridged, x) < 1e-5
+    # and the bridged model converts to a TFLite model that agrees as well
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=quantize(bridged, "float32"))
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    it.set_tensor(i["index"], x[:1])
+    it.invoke()
+    assert np.max(np.abs(it.get_tensor(o["index"]) - np.asarray(src(x[:1])))) < 1e-4
+
+
+def test_fold_is_exact_and_swaps_channels(per_channel_model) -> None:
+    src = load_keras_model(per_channel_model).model
+    c, (x, _) = _data(per_channel_model, 32)
+    fold = plan_fold(c, bake=True, swap_bgr=True)
+    assert (
+        fold is not None
+        and fold.contract.color_order.value == "BGR"
+        and fold.contract.value_range == (0.0, 255.0)
+    )
+    folded = bridge_to_tf_keras(src, input_transform=fold.apply).model
+    pixels_rgb = x * np.asarray(c.std, np.float32) + np.asarray(c.mean, np.float32)
+    raw_bgr = np.ascontiguousarray(pixels_rgb[..., ::-1])
+    assert np.max(np.abs(np.asarray(src(x)) - np.asarray(folded(raw_bgr)))) < 1e-4
+    assert plan_fold(PreprocessContract(32, 32), bake=False) is None  # scalar contract: nothing to fold
+    with pytest.raises(UsageError, match="bake-bgr"):
+        plan_fold(c, bake=False, swap_bgr=True)
+
+
+def test_prune_reaches_sparsity_and_keeps_accuracy(block_model) -> None:
+    src = load_keras_model(block_model).model
+    _c, (x, y) = _data(block_model, 1500)
+    opts = PruneOptions(0.6, FineTuneOptions(epochs=2, learning_rate=1e-3))
+    result = prune_model(bridge_to_tf_keras(src).model, x, y, opts, output="probabilities")
+    assert result.sparsity["stem"] == pytest.approx(0.6, abs=0.02)
+    assert result.sparsity["head"] == pytest.approx(0.6, abs=0.02)
+    assert result.sparsity["dw"] == 0.0 and "dw" in result.left_dense
+    assert "DepthwiseConv2D" in result.left_dense["dw"]
+    # stripped: plain layers again, and sparsity survives int8 conversion
+    assert not any("PruneLowMagnitude" in type(layer).__name__ for layer in result.model.layers)
+    tfl = quantize(result.model, "int8", calibration=x[:100])
+    ws = weight_sparsity(tfl)
+    conv = [v for k, v in ws.items() if v["op"] == "CONV_2D" and v["weights"] >= 432]
+    assert conv and all(v["sparsity"] >= 0.55 for v in conv)
+    acc_src = np.mean(np.argmax(np.asarray(src(x[:500])), 1) == y[:500])
+    acc_pruned = np.mean(np.argmax(np.asarray(result.model(x[:500])), 1) == y[:500])
+    assert acc_pruned > acc_src - 0.08
+
+
+def test_pqat_preserves_sparsity_qat_does_not(block_model) -> None:
+    src = load_keras_model(block_model).model
+    _c, (x, y) = _data(block_model, 1000)
+    pruned = prune_model(bridge_to_tf_keras(src).model, x, y, PruneOptions(0.5, FineTuneOptions(epochs=1)),
+                         output="probabilities").model  # fmt: skip
+    ft = FineTuneOptions(epochs=1, learning_rate=1e-3)
+    pqat = quantization_aware_train(pruned, x, y, ft, output="probabilities", preserve_sparsity=True)
+    qat = quantization_aware_train(pruned, x, y, ft, output="probabilities", preserve_sparsity=False)
+    s_pqat = weight_sparsity(quantize(pqat.model, "int8", calibration=x[:100]))
+    s_qat = weight_sparsity(quantize(qat.model, "int8", calibration=x[:100]))
+    head = next(k for k in s_pqat if "head" in k)
+    assert s_pqat[head]["sparsity"] >= 0.48  # zeros kept through QAT and int8
+    assert s_qat[head]["sparsity"] < 0.2  # plain QAT at a high learning rate refills them
+
+
+def test_option_validation() -> None:
+    with pytest.raises(UsageError, match="between 0 and 1"):
+        PruneOptions(1.0)
+    with pytest.raises(UsageError, match="between 0 and 1"):
+        PruneOptions(0.0)
+    with pytest.raises(UsageError, match="epochs"):
+        FineTuneOptions(epochs=0)
