@@ -47,6 +47,15 @@ def run_cli(
     )
 
 
+def one_line_error(proc: subprocess.CompletedProcess, code: int, needle: str) -> None:
+    """The CLI failed with ``code`` and one ``error: ...`` line containing ``needle``."""
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines and lines[0].startswith("error: ") and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(lines) <= 2  # the error, and for usage errors a "try --help" hint
+
+
 @pytest.fixture(scope="session")
 def tiny_keras_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small Keras 3 CNN on 28x28 gray input, trained for a few seconds on 3,000 real images.

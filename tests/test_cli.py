@@ -10,15 +10,8 @@ import cv2
 import pytest
 
 from conftest import FMNIST_DIR, run_cli
+from conftest import one_line_error as _one_line_error
 from shoplens._version import __version__
-
-
-def _one_line_error(proc, code: int, needle: str) -> None:
-    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert lines and lines[0].startswith("error: ") and needle in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert len(lines) <= 2  # the error, and for usage errors a "try --help" hint
 
 
 def test_version_and_help() -> None:

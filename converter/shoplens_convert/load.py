@@ -121,7 +121,7 @@ class SignatureModel:
     """
 
     def __init__(self, path: Path, fn: Any) -> None:
-        self.path = path
+        self.saved_model_dir = path
         self._fn = fn
         spec_args, spec_kwargs = fn.structured_input_signature
         specs = list(spec_kwargs.values()) + list(spec_args)

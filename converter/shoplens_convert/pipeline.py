@@ -332,7 +332,7 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
 
     # quantize
     t0 = time.perf_counter()
-    float_ref = quantize(work_model, "float32")
+    float_ref = quantize(loaded.model, "float32")  # sizes compare with the unpruned source
     trials: list[dict[str, Any]] = []
     chosen: str
     model_bytes: bytes | None

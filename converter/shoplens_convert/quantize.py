@@ -66,7 +66,11 @@ def make_converter(
     if io_type not in ("uint8", "int8", "float32"):
         raise UsageError(f"io type must be uint8, int8 or float32, got {io_type!r}")
     tf = tensorflow()
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    saved_model_dir = getattr(model, "saved_model_dir", None)  # load.SignatureModel
+    if saved_model_dir is not None:
+        conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+    else:
+        conv = tf.lite.TFLiteConverter.from_keras_model(model)
     if recipe == "float16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_types = [tf.float16]

@@ -201,7 +201,7 @@ class FolderDataset(Dataset):
                 yielded += len(imgs)
                 yield Batch(imgs, np.asarray(labels, np.int64), ids)
         self.skipped = self.non_images + unreadable
-        if unreadable:
+        if unreadable and yielded:
             log.warning("%s: skipped %d unreadable images", self.root, unreadable)
         if not yielded:
             raise DataError(f"image folder {self.root}: none of its {len(self.files)} images could be read")
