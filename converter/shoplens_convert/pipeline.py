@@ -316,7 +316,8 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
     if o.prune is not None:
         from shoplens_convert.prune import PruneOptions, prune_model
 
-        assert train is not None  # guaranteed by ConvertOptions validation
+        if train is None:
+            raise UsageError("--prune needs --train-data to fine-tune on")
         t0 = time.perf_counter()
         ft = FineTuneOptions(epochs=o.prune_epochs, learning_rate=o.learning_rate or 2e-4)
         pr = prune_model(work_model, train[0], train[1], PruneOptions(float(o.prune), ft), output=output_kind,
@@ -369,7 +370,8 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
     elif recipe.qat:
         from shoplens_convert.qat import quantization_aware_train
 
-        assert train is not None
+        if train is None:
+            raise UsageError(f"recipe {recipe.name} fine-tunes; add --train-data D")
         ft = recipe.fine_tune or FineTuneOptions(epochs=1, learning_rate=5e-5)
         ft = FineTuneOptions(epochs=o.qat_epochs or ft.epochs, batch_size=ft.batch_size,
                              learning_rate=o.learning_rate or ft.learning_rate)  # fmt: skip
@@ -439,7 +441,8 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
                 msg += f" within the {o.max_drop:g} pt budget"
         st.report["status"] = {"accepted": True, "message": msg}
         return ConversionResult(model_bytes, labels, st.report)
-    assert comparison is not None
+    if comparison is None:  # pragma: no cover - status_ok is True without a comparison
+        raise ConversionError("internal: a rejected conversion without an accuracy comparison")
     msg = (
         f"top-1 drop {comparison.drop:.2f} pt (95 % CI {comparison.ci95[0]:+.2f}..{comparison.ci95[1]:+.2f}) "
         f"exceeds --max-drop {o.max_drop:g} pt with recipe {chosen}; no model written (see report.md)"
@@ -463,6 +466,13 @@ def _unnormalize(x: np.ndarray, old: PreprocessContract, new: PreprocessContract
     return np.ascontiguousarray((pixels - mean_n) / std_n, dtype=np.float32)
 
 
+def _judged(judge: Any, name: str, raw: bytes) -> tuple[bytes, AccuracyComparison]:
+    packed, cmp_ = judge(name, raw)
+    if cmp_ is None:  # pragma: no cover - auto checks --eval-data before it starts
+        raise UsageError("--recipe auto needs --eval-data")
+    return packed, cmp_
+
+
 def _auto(
     st: _Stages, model: Any, calibration: np.ndarray | None, judge: Any, trials: list[dict[str, Any]]
 ) -> tuple[bytes, str, AccuracyComparison]:
@@ -475,7 +485,8 @@ def _auto(
         if o.target == "edgetpu" and cand != "int8":
             continue  # the Edge TPU runs only full-integer graphs
         if cand == "int8-fallback":
-            assert calibration is not None
+            if calibration is None:
+                raise UsageError("int8 with float fallback needs --calib-data")
             ranked = rank_layers(model, calibration, io_type=o.io_type, per_tensor=o.per_tensor)
             st.report.setdefault("fallback", {})["ranking"] = [
                 {"tensor": e.tensor.split(";")[0], "op": e.op, "rmse_over_scale": round(e.rmse_over_scale, 4)}
@@ -485,8 +496,7 @@ def _auto(
             while k <= min(st.recipe.fallback_max_layers, len(ranked)):
                 deny = [e.tensor for e in ranked[:k]]
                 raw = fallback_quantize(model, calibration, deny, io_type=o.io_type, per_tensor=o.per_tensor)
-                packed, cmp_ = judge(f"int8-fallback-{k}", raw)
-                assert cmp_ is not None
+                packed, cmp_ = _judged(judge, f"int8-fallback-{k}", raw)
                 last = (packed, f"int8-fallback ({k} float layers)", cmp_)
                 if cmp_.passed:
                     st.report["fallback"]["float_layers"] = [d.split(";")[0] for d in deny]
@@ -495,8 +505,7 @@ def _auto(
             continue
         raw = quantize(model, cand, calibration=calibration, io_type=o.io_type, per_tensor=o.per_tensor,
                        show_progress=o.show_progress)  # fmt: skip
-        packed, cmp_ = judge(cand, raw)
-        assert cmp_ is not None
+        packed, cmp_ = _judged(judge, cand, raw)
         last = (packed, cand, cmp_)
         if cmp_.passed:
             return last
