@@ -94,7 +94,7 @@ def test_preprocessing_is_bit_identical_across_venvs(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), np.stack([pre(f) for f in frames]))
 
 
-def test_runtime_only_venv_cli(tiny_rgb) -> None:
+def test_runtime_only_venv_cli(tiny_rgb, tmp_path) -> None:
     """In a venv with the runtime only (no TensorFlow at all), the SDK commands work and the
     converter commands say what to install."""
     py = _venv()
@@ -114,8 +114,12 @@ def test_runtime_only_venv_cli(tiny_rgb) -> None:
         [str(shoplens), "eval", str(tiny_rgb["keras"]), "--data", "fashion-mnist:test:5"],
         capture_output=True, text=True, env=env,
     )  # fmt: skip
-    assert ev.returncode == 2
-    assert (
-        ev.stderr.strip()
-        == "error: the converter needs TensorFlow (keras); install it with: pip install 'shoplens[convert]'"
+    want = (
+        "error: the converter needs tensorflow, flatbuffers; install it with: pip install 'shoplens[convert]'"
     )
+    assert ev.returncode == 2 and ev.stderr.strip() == want
+    conv = subprocess.run(
+        [str(shoplens), "convert", str(tiny_rgb["keras"]), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert conv.returncode == 2 and conv.stderr.strip() == want and not (tmp_path / "o").exists()
