@@ -31,6 +31,7 @@ ROWS: list[tuple[str, str, float | None, str]] = [
     ("prune 50 % + int8", "int8", 0.5, "drop <= 1.0 pt"),
     ("prune 50 % + pqat-int8", "pqat-int8", 0.5, "drop <= 0.3 pt; sparsity kept"),
     ("prune 75 % + int8", "int8", 0.75, "gzip <= 0.12x float32 gzip"),
+    ("prune 75 % + int8 per-tensor", "int8", 0.75, "gzip <= 0.12x float32 gzip (per-tensor)"),
 ]
 
 

@@ -55,6 +55,7 @@ class ConvertOptions:
     prune: float | None = None
     train_data: str | None = None
     prune_epochs: int = 2
+    prune_freeze_batchnorm: bool = False
     qat_epochs: int | None = None  # None: the recipe's own
     learning_rate: float | None = None
     calib_data: str | None = None
@@ -320,7 +321,8 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
             raise UsageError("--prune needs --train-data to fine-tune on")
         t0 = time.perf_counter()
         ft = FineTuneOptions(epochs=o.prune_epochs, learning_rate=o.learning_rate or 2e-4)
-        pr = prune_model(work_model, train[0], train[1], PruneOptions(float(o.prune), ft), output=output_kind,
+        popts = PruneOptions(float(o.prune), ft, freeze_batchnorm=o.prune_freeze_batchnorm)
+        pr = prune_model(work_model, train[0], train[1], popts, output=output_kind,
                          show_progress=show)  # fmt: skip
         work_model = pr.model
         st.report["prune"] = {

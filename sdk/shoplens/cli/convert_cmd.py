@@ -44,6 +44,9 @@ def convert_command(
     prune_epochs: Annotated[
         int, typer.Option("--prune-epochs", help="Fine-tuning epochs while pruning.")
     ] = 2,
+    prune_freeze_bn: Annotated[
+        bool, typer.Option("--prune-freeze-bn", help="Keep BatchNorm statistics fixed while pruning.")
+    ] = False,
     qat_epochs: Annotated[
         int | None, typer.Option("--qat-epochs", help="QAT epochs (default: the recipe's).")
     ] = None,
@@ -94,7 +97,8 @@ def convert_command(
 
     options = ConvertOptions(
         recipe=recipe, labels=labels, contract=contract, prune=prune, train_data=train_data,
-        prune_epochs=prune_epochs, qat_epochs=qat_epochs, learning_rate=learning_rate, calib_data=calib_data,
+        prune_epochs=prune_epochs, prune_freeze_batchnorm=prune_freeze_bn, qat_epochs=qat_epochs,
+        learning_rate=learning_rate, calib_data=calib_data,
         calib_count=calib_count, eval_data=eval_data, max_drop=max_drop, target=target, io_type=io_type,
         per_tensor=per_tensor, bake_preprocessing=bake_preprocessing, bake_bgr=bake_bgr,
         unsafe_load=unsafe_load, name=name, version=version, show_progress=show_progress(json_out, quiet),
