@@ -90,7 +90,7 @@ def test_logits_model_gets_softmax(tiny_rgb, test_images) -> None:
 
 def test_model_without_metadata(tiny_rgb, test_images) -> None:
     x, _ = test_images
-    with pytest.raises(ModelError, match="no ShopLens preprocessing contract"):
+    with pytest.raises(ModelError, match="carries no preprocessing contract"):
         Classifier.create_from_model_path(tiny_rgb["nometa"])
     c = PreprocessContract.from_range(32, 32, 0.0, 1.0)
     with Classifier.create_from_model_path(tiny_rgb["nometa"], contract=c) as clf:

@@ -66,7 +66,7 @@ def test_classify_errors(tiny_rgb, tmp_path: Path) -> None:
     )
     _one_line_error(run_cli("classify", str(tiny_rgb["int8"]), str(tmp_path)), 2, "holds no images")
     _one_line_error(
-        run_cli("classify", str(tiny_rgb["nometa"]), str(tmp_path)), 2, "no ShopLens preprocessing contract"
+        run_cli("classify", str(tiny_rgb["nometa"]), str(tmp_path)), 2, "carries no preprocessing contract"
     )
     _one_line_error(
         run_cli("classify", str(tiny_rgb["int8"]), str(tmp_path), "--delegate", "gpu"), 2, "delegates"

@@ -101,3 +101,29 @@ def test_report_records_the_fold(per_channel_model, tmp_path: Path) -> None:
         r["fold"]["reason"].startswith("per-channel normalization")
         and r["fold"]["max_output_difference"] < 1e-3
     )
+
+
+def test_sdk_reads_a_model_with_only_standard_metadata(converted, fmnist_test, tmp_path: Path) -> None:
+    """A model from another toolchain: no ShopLens entry, only TFLITE_METADATA and labels.txt."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from shoplens.classifier import Classifier
+
+    data = converted["int8"].read_bytes()
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    model.metadata = [m for m in model.metadata if m.name not in (b"shoplens.contract", "shoplens.contract")]
+    import flatbuffers
+
+    b = flatbuffers.Builder(len(data))
+    b.Finish(model.Pack(b), file_identifier=b"TFL3")
+    zip_start = data.index(b"PK\x03\x04", len(data) - 4096)
+    foreign = tmp_path / "foreign.tflite"
+    foreign.write_bytes(bytes(b.Output()) + data[zip_start:])
+    info = read_model_info(foreign)
+    assert info.shoplens_metadata is None and info.standard_metadata["mean"] == [0.0] * 3
+    x, y = fmnist_test
+    with Classifier.create_from_model_path(foreign) as clf:
+        assert clf.contract.crop.value == "stretch" and clf.contract.std == (255.0,) * 3
+        assert clf.labels[9] == "Ankle boot"  # from the associated file
+        acc = np.mean([clf.classify(im).categories[0].index == lab for im, lab in zip(x[:200], y[:200], strict=True)])
+    assert acc > 0.6

@@ -99,7 +99,7 @@ class Classifier:
         if len(out.shape) != 2 or out.shape[0] != 1:
             raise ModelError(f"{self.model_name} output shape {out.shape} is not (1, K)")
         meta = self.info.shoplens_metadata
-        self.contract = resolve_contract(options, meta, inp)
+        self.contract = resolve_contract(options, meta, inp, self.info.standard_metadata)
         self.labels = resolve_labels(options, meta, self.info, out.shape[1])
         self.outputs_logits = bool(meta.get("output") == "logits") if meta else False
         self._handle = make_interpreter(

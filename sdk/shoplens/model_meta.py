@@ -11,7 +11,7 @@ from shoplens.errors import DataError, ModelError
 from shoplens.options import ImageClassifierOptions
 from shoplens.tflite_model import ModelInfo, TensorInfo
 
-__all__ = ["resolve_contract", "resolve_labels"]
+__all__ = ["contract_from_standard_metadata", "resolve_contract", "resolve_labels"]
 
 
 def resolve_labels(
@@ -46,16 +46,35 @@ def resolve_labels(
     return names
 
 
+def contract_from_standard_metadata(std: dict[str, Any] | None, inp: TensorInfo) -> PreprocessContract | None:
+    """A contract for a model that has only standard TFLite metadata (e.g. from another toolchain).
+
+    Standard metadata gives NormalizationOptions and the colour space but no crop or resize rule;
+    this follows MediaPipe's ImageClassifier, which stretches the whole frame with bilinear resize.
+    """
+    if not std or not std.get("mean") or not std.get("std"):
+        return None
+    _, h, w, ch = inp.shape
+    return PreprocessContract(
+        h, w, ch, color_order="GRAY" if ch == 1 else "RGB", mean=tuple(std["mean"]), std=tuple(std["std"]),
+        interpolation="linear", crop="stretch",
+    )  # fmt: skip
+
+
 def resolve_contract(
-    opts: ImageClassifierOptions, meta: dict[str, Any] | None, inp: TensorInfo
-) -> PreprocessContract:
+    opts: ImageClassifierOptions, meta: dict[str, Any] | None, inp: TensorInfo,
+    standard: dict[str, Any] | None = None,
+) -> PreprocessContract:  # fmt: skip
     if opts.contract is not None:
         c = opts.contract
     elif meta and "contract" in meta:
         c = PreprocessContract.from_dict(meta["contract"])
+    elif (from_std := contract_from_standard_metadata(standard, inp)) is not None:
+        c = from_std
     else:
         raise ModelError(
-            "the model carries no ShopLens preprocessing contract; convert it with 'shoplens convert' "
+            "the model carries no preprocessing contract (neither ShopLens nor standard TFLite "
+            "NormalizationOptions metadata); convert it with 'shoplens convert' "
             "or pass contract=PreprocessContract(...) in the options"
         )
     if opts.crop is not None:

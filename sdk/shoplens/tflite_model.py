@@ -31,7 +31,8 @@ __all__ = [
     "read_model_info",
 ]
 
-SHOPLENS_METADATA = "shoplens.contract"  # our own Model.metadata entry: JSON (contract + labels)
+SHOPLENS_METADATA = "shoplens.contract"
+STANDARD_METADATA = "TFLITE_METADATA"  # our own Model.metadata entry: JSON (contract + labels)
 TFLITE_METADATA = "TFLITE_METADATA"  # the standard TFLite Model Metadata entry
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 
@@ -235,6 +236,40 @@ class ModelInfo:
         if not isinstance(obj, dict):
             raise ModelError(f"the model's {SHOPLENS_METADATA} metadata is not a JSON object")
         return obj
+
+    @property
+    def standard_metadata(self) -> dict[str, Any] | None:
+        """The parts of standard TFLite Model Metadata the SDK uses, or None when absent.
+
+        Keys: name, version, mean, std (input NormalizationOptions, lists or None) and
+        color_space ("RGB", "GRAYSCALE" or None). Slot numbers follow metadata_schema.fbs.
+        """
+        raw = self.metadata.get(STANDARD_METADATA)
+        if raw is None or len(raw) < 8:
+            return None
+        if raw[4:8] != b"M001":
+            raise ModelError("the model's TFLITE_METADATA has no M001 identifier; it is corrupt")
+        buf = _Buf(bytes(raw))
+        root = _Table(buf, buf.u32(0))
+        out: dict[str, Any] = {"name": root.string(0), "version": root.string(2), "mean": None, "std": None,
+                               "color_space": None}  # fmt: skip
+        subgraphs = root.vector_tables(3)
+        inputs = subgraphs[0].vector_tables(2) if subgraphs else []
+        if not inputs:
+            return out
+        tensor = inputs[0]
+        content = tensor.table(3)
+        if content is not None and content.scalar(0, "u8") == 2:  # ImageProperties
+            props = content.table(1)
+            if props is not None:
+                out["color_space"] = {1: "RGB", 2: "GRAYSCALE"}.get(props.scalar(0, "i8"))
+        for unit in tensor.vector_tables(4):
+            if unit.scalar(0, "u8") == 1:  # NormalizationOptions
+                norm = unit.table(1)
+                if norm is not None:
+                    out["mean"], out["std"] = norm.vector_f32(0), norm.vector_f32(1)
+                break
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
