@@ -30,8 +30,8 @@ class PruneOptions:
     fine_tune: FineTuneOptions = field(default_factory=FineTuneOptions)
     frequency: int = 50
     end_fraction: float = 0.7  # reach the final sparsity after this fraction of the steps
-    # BatchNorm keeps adapting by default: pruning changes each conv's output statistics, and a
-    # frozen BN cost 12 pt on a small test model at 60 % sparsity (QAT, by contrast, freezes it)
+    # BatchNorm keeps adapting by default: pruning changes each conv's output statistics. Frozen,
+    # the reference model lost 3.24 pt at 75 % sparsity instead of 1.08 pt (10k test images)
     freeze_batchnorm: bool = False
 
     def __post_init__(self) -> None:
