@@ -57,3 +57,25 @@ def test_metadata_round_trip(tiny_rgb) -> None:
     assert list(again.metadata).count("shoplens.contract") == 1
     with pytest.raises(ModelError, match="output kind"):
         shoplens_metadata_dict(c, [], output="scores")
+
+
+def test_metadata_entries_keep_the_associated_files(tiny_rgb) -> None:
+    """Setting one metadata entry keeps the other and the labels zip; nothing accumulates."""
+    from shoplens.contract import PreprocessContract as C
+    from shoplens_convert.standard_metadata import ModelDescription, embed_standard_metadata
+
+    data = tiny_rgb["nometa"].read_bytes()
+    c = C.from_range(32, 32, 0.0, 1.0)
+    labels = [f"c{i}" for i in range(10)]
+    std = embed_standard_metadata(data, description=ModelDescription("m", "d", "1"), contract=c, labels=labels)
+    both = embed_shoplens_metadata(std, shoplens_metadata_dict(c, labels))
+    again = embed_shoplens_metadata(both, shoplens_metadata_dict(c, labels))
+    info = read_model_info(again)
+    assert {"TFLITE_METADATA", "shoplens.contract"} <= set(info.metadata)
+    assert info.associated_files["labels.txt"].decode().splitlines() == labels
+    assert abs(len(again) - len(both)) < 64  # the replaced payload's buffer was emptied, not kept
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(again)) as zf:
+        assert zf.testzip() is None and zf.namelist() == ["labels.txt"]

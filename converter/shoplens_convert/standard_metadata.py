@@ -12,17 +12,15 @@ MediaPipe's ImageClassifier.
 
 from __future__ import annotations
 
-import io
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import flatbuffers
 import numpy as np
-from ai_edge_litert import schema_py_generated as schema
 
 from shoplens.contract import PreprocessContract
 from shoplens.errors import ModelError
+from shoplens_convert.metadata import set_metadata_entry
 
 __all__ = ["METADATA_NAME", "ModelDescription", "embed_standard_metadata"]
 
@@ -162,19 +160,6 @@ def _metadata_buffer(
     return bytes(w.b.Output())
 
 
-def _strip_zip(tflite: bytes) -> bytes:
-    """The flatbuffer without any previously appended associated-file zip."""
-    end = tflite.rfind(b"PK\x05\x06")
-    if end < 0:
-        return tflite
-    try:
-        with zipfile.ZipFile(io.BytesIO(tflite)) as zf:
-            first = min((i.header_offset for i in zf.infolist()), default=end)
-    except zipfile.BadZipFile:  # the signature bytes were weights, not a zip
-        return tflite
-    return tflite[:first]
-
-
 def embed_standard_metadata(
     tflite: bytes,
     *,
@@ -195,30 +180,6 @@ def embed_standard_metadata(
             "standard metadata takes one mean and one std for all channels; "
             "fold per-channel normalization into the model first"
         )
-    flat = _strip_zip(tflite)
     meta = _metadata_buffer(description, contract, len(labels), output, labels_file)
-    try:
-        model = schema.ModelT.InitFromPackedBuf(bytearray(flat), 0)
-    except Exception as exc:
-        raise ModelError(f"cannot parse the TFLite flatbuffer: {exc}") from None
-    buf = schema.BufferT()
-    buf.data = np.frombuffer(meta, np.uint8).copy()
-    model.buffers = list(model.buffers or [])
-    model.buffers.append(buf)
-    entries = [
-        m for m in (model.metadata or []) if (m.name or b"") not in (METADATA_NAME, METADATA_NAME.encode())
-    ]
-    entry = schema.MetadataT()
-    entry.name = METADATA_NAME
-    entry.buffer = len(model.buffers) - 1
-    entries.append(entry)
-    model.metadata = entries
-    builder = flatbuffers.Builder(len(flat) + len(meta) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    packed = bytearray(builder.Output())
-    out = io.BytesIO()
-    out.write(packed)
-    # associated files: an uncompressed zip appended to the flatbuffer (what MediaPipe reads)
-    with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as zf:
-        zf.writestr(labels_file, "\n".join(labels) + "\n")
-    return out.getvalue()
+    files = {labels_file: ("\n".join(labels) + "\n").encode("utf-8")}
+    return set_metadata_entry(tflite, METADATA_NAME, meta, files=files)
