@@ -67,7 +67,8 @@ def test_metadata_entries_keep_the_associated_files(tiny_rgb) -> None:
     data = tiny_rgb["nometa"].read_bytes()
     c = C.from_range(32, 32, 0.0, 1.0)
     labels = [f"c{i}" for i in range(10)]
-    std = embed_standard_metadata(data, description=ModelDescription("m", "d", "1"), contract=c, labels=labels)
+    desc = ModelDescription("m", "d", "1")
+    std = embed_standard_metadata(data, description=desc, contract=c, labels=labels)
     both = embed_shoplens_metadata(std, shoplens_metadata_dict(c, labels))
     again = embed_shoplens_metadata(both, shoplens_metadata_dict(c, labels))
     info = read_model_info(again)
