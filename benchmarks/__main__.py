@@ -148,15 +148,17 @@ def quality_gate(n: int) -> dict:
     """Precision and recall of the default gate on generated frames, half of them bad."""
     from shoplens.contract import PreprocessContract
     from shoplens.preprocess import Preprocessor
-    from shoplens.quality import QualityOptions, assess_quality, gate_view
+    from shoplens.quality import QualityOptions, gate_frame
 
     frames, _, reasons = kiosk_frames(n, seed=4242, bad_fraction=0.5)
-    pre = Preprocessor(PreprocessContract.from_range(96, 96, -1, 1))
+    contract = PreprocessContract.load(REF / "contract.json")  # the reference model's own resize
+    pre = Preprocessor(contract)
     opts = QualityOptions(policy="reject")
     rows = []
     for f, why in zip(frames, reasons, strict=True):
         pre(f)
-        v = assess_quality(gate_view(pre.last_resized, pre.last_crop), pre.last_crop_side, opts)
+        v = gate_frame(pre.last_resized, pre.last_crop, pre.last_crop_side, opts,
+                       resized_is_area=contract.interpolation.value == "area")  # fmt: skip
         rows.append((why, v))
     out: dict = {"frames": n, "per_reason": {}}
     tp = sum(1 for why, v in rows if why and not v.ok)

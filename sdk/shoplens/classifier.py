@@ -38,7 +38,7 @@ from shoplens.options import (
     invalid_result,
 )
 from shoplens.preprocess import InputQuantization, Preprocessor
-from shoplens.quality import UNCHECKED, QualityPolicy, QualityVerdict, assess_quality, gate_view
+from shoplens.quality import UNCHECKED, QualityPolicy, QualityVerdict, gate_frame
 from shoplens.runtime import make_interpreter
 from shoplens.tflite_model import TensorInfo, read_model_info
 
@@ -232,12 +232,10 @@ class Classifier:
         verdict = UNCHECKED
         pre = self._pre
         if q.policy is not QualityPolicy.OFF and pre.last_resized is not None and pre.last_crop is not None:
-            view = gate_view(
-                pre.last_resized,
-                pre.last_crop,
+            verdict = gate_frame(
+                pre.last_resized, pre.last_crop, pre.last_crop_side, q,
                 resized_is_area=self.contract.interpolation is Interpolation.AREA,
-            )
-            verdict = assess_quality(view, pre.last_crop_side, q)
+            )  # fmt: skip
         t1 = time.perf_counter()
         if not verdict.ok and q.policy is QualityPolicy.REJECT:
             return None, verdict, (t1 - t0) * 1e3, 0.0
