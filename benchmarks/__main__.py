@@ -167,6 +167,11 @@ def quality_gate(n: int) -> dict:
     out["precision"] = round(tp / max(tp + fp, 1), 4)
     out["recall"] = round(tp / max(tp + fn, 1), 4)
     out["good_rejected"] = fp
+    fast = [why for why, v in rows if v.sharpness != v.sharpness]  # NaN: the first stage decided
+    out["fast_decided"] = round(len(fast) / max(len(rows), 1), 4)
+    good_rows = [v for why, v in rows if not why]
+    fast_good = sum(v.sharpness != v.sharpness for v in good_rows)
+    out["fast_decided_good"] = round(fast_good / max(len(good_rows), 1), 4)
     for reason in ("blur", "dark", "overexposed"):
         hits = [v for why, v in rows if why == reason]
         flagged = sum(1 for v in hits if reason in v.reasons)
@@ -307,7 +312,11 @@ def render_markdown(r: dict) -> str:
             "",
             f"Default thresholds on {q['frames']} generated frames, half of them deliberately bad: "
             f"precision {q['precision'] * 100:.1f} %, recall {q['recall'] * 100:.1f} % "
-            f"({q['good_rejected']} good frames rejected).",
+            f"({q['good_rejected']} good frames rejected). The cheap first stage (on the model's own "
+            f"96x96 view) decided {q['fast_decided'] * 100:.1f} % of all frames and "
+            f"{q['fast_decided_good'] * 100:.1f} % of the good ones; the rest paid for the area view. "
+            "Thresholds were calibrated at seed 7 (`python -m benchmarks.calibrate_quality`); these "
+            "frames use seed 4242.",
             "",
             "| reason | frames | recall | precision |",
             "| --- | --- | --- | --- |",
