@@ -80,3 +80,27 @@ def test_metadata_entries_keep_the_associated_files(tiny_rgb) -> None:
 
     with zipfile.ZipFile(io.BytesIO(again)) as zf:
         assert zf.testzip() is None and zf.namelist() == ["labels.txt"]
+
+
+def test_compact_model_is_smaller_and_computes_the_same(tiny_rgb) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    from shoplens_convert.flatbuffer import compact_model
+
+    raw = tiny_rgb["nometa"].read_bytes()
+    small = compact_model(raw)
+    assert len(small) < len(raw)
+    x = np.random.default_rng(0).integers(0, 256, (10, 1, 32, 32, 3), dtype=np.uint8)
+    outs = []
+    for m in (raw, small):
+        it = Interpreter(model_content=m)
+        it.allocate_tensors()
+        i, o = it.get_input_details()[0], it.get_output_details()[0]
+        r = []
+        for k in range(len(x)):
+            it.set_tensor(i["index"], x[k])
+            it.invoke()
+            r.append(it.get_tensor(o["index"]).copy())
+        outs.append(np.array(r))
+    assert np.array_equal(outs[0], outs[1])
+    assert not any(";" in t.name for t in read_model_info(small).tensors)

@@ -13,13 +13,13 @@ import zipfile
 from collections.abc import Sequence
 from typing import Any
 
-import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from shoplens.contract import PreprocessContract
 from shoplens.errors import ModelError
 from shoplens.tflite_model import SHOPLENS_METADATA
+from shoplens_convert.flatbuffer import pack_model, parse_model
 
 __all__ = [
     "embed_shoplens_metadata",
@@ -61,10 +61,7 @@ def set_metadata_entry(
     or replaced by ``files`` when given; the zip is written anew so its offsets stay right.
     """
     flat, old_files = split_associated_files(tflite)
-    try:
-        model = schema.ModelT.InitFromPackedBuf(bytearray(flat), 0)
-    except Exception as exc:
-        raise ModelError(f"cannot parse the TFLite flatbuffer: {exc}") from None
+    model = parse_model(flat)
     model.buffers = list(model.buffers or [])
     kept = []
     for m in model.metadata or []:
@@ -79,10 +76,8 @@ def set_metadata_entry(
     entry.name = name
     entry.buffer = len(model.buffers) - 1
     model.metadata = [*kept, entry]
-    builder = flatbuffers.Builder(len(flat) + len(payload) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     out = io.BytesIO()
-    out.write(builder.Output())
+    out.write(pack_model(model, len(flat) + len(payload) + 1024))
     attached = old_files if files is None else files
     if attached:
         with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as zf:

@@ -28,6 +28,7 @@ from shoplens.errors import ConversionError, DataError, DriftGateFailed, OutputE
 from shoplens.metrics import EvalResult
 from shoplens_convert.bridge import bridge_to_tf_keras
 from shoplens_convert.finetune import FineTuneOptions
+from shoplens_convert.flatbuffer import compact_model
 from shoplens_convert.fold import plan_fold
 from shoplens_convert.frames import preprocessed_arrays
 from shoplens_convert.guard import AccuracyComparison, compare, evaluate_keras_model, evaluate_tflite
@@ -237,6 +238,12 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
             f"but the model input is {h}x{w}x{c}"
         )
     labels = find_labels(loaded.path, o.labels, loaded.num_classes)
+    edits = o.prune is not None or recipe.qat or o.bake_preprocessing or contract.per_channel
+    if loaded.format == "tf_saved_model" and edits:  # say so before minutes of data reading
+        raise UsageError(
+            f"{loaded.path} is a plain TF SavedModel (no Keras graph); pruning, QAT and folding need "
+            "a Keras model (.keras, .h5 or a tf-keras SavedModel)"
+        )
     st = _Stages(loaded, o, recipe)
     show = o.show_progress
 
@@ -283,11 +290,6 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
     bridged = False
     needs_bridge = fold is not None or o.prune is not None or recipe.qat
     if needs_bridge:
-        if loaded.format == "tf_saved_model":
-            raise UsageError(
-                f"{loaded.path} is a plain TF SavedModel (no Keras graph); pruning, QAT and folding need "
-                "a Keras model (.keras, .h5 or a tf-keras SavedModel)"
-            )
         t0 = time.perf_counter()
         if loaded.format == "saved_model":  # already tf-keras
             if fold is not None:
@@ -350,7 +352,7 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
     )
 
     def finish(raw: bytes) -> bytes:
-        with_meta = embed_shoplens_metadata(raw, meta)
+        with_meta = embed_shoplens_metadata(compact_model(raw), meta)
         return embed_standard_metadata(with_meta, description=desc, contract=work_contract, labels=labels,
                                        output=output_kind)  # fmt: skip
 
