@@ -42,8 +42,8 @@ def main() -> None:
         print(f"area view alone, min_sharpness {th}: good kept {np.mean(area_a[good] >= th):.3f}, "
               f"blur recall {np.mean(area_a[blur] < th):.3f}")  # fmt: skip
     print("two-stage gate (min_sharpness 70):")
-    for lo in (0, 5, 10):
-        for hi in (20, 30, 40, 60):
+    for lo in (0, 5):
+        for hi in (20, 25, 30, 40):
             sharp = np.where(fast_a < lo, False, np.where(fast_a >= hi, True, area_a >= 70))
             needed = ((fast_a >= lo) & (fast_a < hi))[good].mean()
             print(f"  band {lo:>2}..{hi:<3} good kept {sharp[good].mean():.3f}, blur recall "
