@@ -70,6 +70,7 @@ def run(quick: bool, train_n: int, epochs: int, only: list[str] | None) -> dict[
             "bytes": r["sizes"]["model_bytes"],
             "ratio": r["sizes"]["ratio_to_float32"],
             "gzip_ratio": r["sizes"]["gzip_ratio_to_float32_gzip"],
+            "gzip_bytes": r["sizes"]["model_gzip_bytes"],
             "source_top1": acc["source_top1"],
             "top1": acc["converted_top1"],
             "drop_pts": acc["drop_pts"],
@@ -81,6 +82,11 @@ def run(quick: bool, train_n: int, epochs: int, only: list[str] | None) -> dict[
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
+    base = next((r for r in rows if r["row"] == "float32"), None)
+    if base is not None:  # ratios to the float32 model this tool writes, metadata and all
+        for r in rows:
+            r["ratio"] = round(r["bytes"] / base["bytes"], 4)
+            r["gzip_ratio"] = round(r["gzip_bytes"] / base["gzip_bytes"], 4)
     return {"date": dt.date.today().isoformat(), "train": train_spec, "eval": eval_spec,
             "epochs": epochs, "rows": rows}  # fmt: skip
 

@@ -337,7 +337,8 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
 
     # quantize
     t0 = time.perf_counter()
-    float_ref = quantize(loaded.model, "float32")  # sizes compare with the unpruned source
+    # sizes compare with the unpruned source, packed the same way as every output
+    float_ref = compact_model(quantize(loaded.model, "float32"))
     trials: list[dict[str, Any]] = []
     chosen: str
     model_bytes: bytes | None
