@@ -4,7 +4,7 @@
 
 Prints, for the area view alone and for the two-stage gate (fast measure on the model's own
 resized crop, area view only in between), the share of good frames kept, the blur recall and how
-often the area view is needed. The shipped defaults (min_sharpness 70, fast band 5..30) come from
+often the area view is needed. The shipped defaults (min_sharpness 70, fast band 5..25) come from
 this table at seed 7; ``make bench`` checks them on another seed.
 """
 
