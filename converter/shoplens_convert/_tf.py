@@ -8,6 +8,7 @@ afford that, so the import and device initialisation run with file descriptor 2 
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
@@ -42,32 +43,25 @@ def tensorflow() -> Any:
     return _CACHE["tf"]
 
 
-def tf_keras() -> Any:
-    """The tf-keras (Keras 2) module, which TFMOT needs."""
-    if "tf_keras" not in _CACHE:
-        keras3()
+def _quiet_import(module: str, what: str, after: Any) -> Any:
+    """Import ``module`` once with native stderr silenced, after ``after()`` set up its base."""
+    if module not in _CACHE:
+        after()
         try:
             with quiet_native_stderr():
-                import tf_keras as tfk
+                _CACHE[module] = importlib.import_module(module)
         except ImportError:
             raise DependencyError(
-                "pruning and QAT need tf-keras; install it with: pip install 'shoplens[convert]'"
+                f"pruning and QAT need {what}; install it with: pip install 'shoplens[convert]'"
             ) from None
-        _CACHE["tf_keras"] = tfk
-    return _CACHE["tf_keras"]
+    return _CACHE[module]
+
+
+def tf_keras() -> Any:
+    """The tf-keras (Keras 2) module, which TFMOT needs."""
+    return _quiet_import("tf_keras", "tf-keras", keras3)
 
 
 def tfmot() -> Any:
     """tensorflow-model-optimization, imported quietly."""
-    if "tfmot" not in _CACHE:
-        tf_keras()
-        try:
-            with quiet_native_stderr():
-                import tensorflow_model_optimization as mot
-        except ImportError:
-            raise DependencyError(
-                "pruning and QAT need tensorflow-model-optimization; "
-                "install it with: pip install 'shoplens[convert]'"
-            ) from None
-        _CACHE["tfmot"] = mot
-    return _CACHE["tfmot"]
+    return _quiet_import("tensorflow_model_optimization", "tensorflow-model-optimization", tf_keras)

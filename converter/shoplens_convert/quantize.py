@@ -18,8 +18,8 @@ from shoplens._quiet import quiet_native_stderr
 from shoplens.contract import PreprocessContract
 from shoplens.data.datasets import Dataset
 from shoplens.errors import ConversionError, DataError, ShopLensError, UsageError
-from shoplens.preprocess import Preprocessor
 from shoplens_convert._tf import tensorflow
+from shoplens_convert.frames import preprocessed_arrays
 
 __all__ = ["RECIPES", "calibration_frames", "make_converter", "quantize", "run_converter"]
 
@@ -28,22 +28,7 @@ RECIPES = ("float32", "float16", "dynamic", "int8")
 
 def calibration_frames(dataset: Dataset, contract: PreprocessContract, n: int) -> np.ndarray:
     """The first ``n`` readable images of ``dataset``, preprocessed to float model input."""
-    if n < 1:
-        raise UsageError(f"calibration needs at least 1 image, got {n}")
-    pre = Preprocessor(contract, input_order="BGR")
-    out = np.empty((n, *pre.out_shape), np.float32)
-    k = 0
-    for batch in dataset.batches(min(n, 128)):
-        for img in batch.images:
-            if k == n:
-                break
-            pre(img, out[k])
-            k += 1
-        if k == n:
-            break
-    if k == 0:
-        raise DataError(f"calibration data {dataset.name} yielded no readable images")
-    return out[:k]
+    return preprocessed_arrays(dataset, contract, n, what="calibration data")[0]
 
 
 def make_converter(
