@@ -85,6 +85,9 @@ def convert_command(
     ] = False,
     name: Annotated[str | None, typer.Option("--name", help="Model name in the metadata.")] = None,
     version: Annotated[str, typer.Option("--model-version", help="Model version in the metadata.")] = "1",
+    bundle: Annotated[
+        bool, typer.Option("--bundle", help="Also write OUT/bundle: golden frames, expected tensors, scores.")
+    ] = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace existing outputs in --out.")
     ] = False,
@@ -106,8 +109,17 @@ def convert_command(
     options.resolved_recipe()  # unknown recipe: fail before any work
     inputs = [model, labels, contract, model.parent / "labels.txt", model.parent / "contract.json"]
     check_output_dir(out, overwrite=overwrite, inputs=[p for p in inputs if p is not None])  # fail early
+    if bundle and (out / "bundle").exists() and any((out / "bundle").iterdir()) and not overwrite:
+        from shoplens.errors import OutputExistsError
+
+        raise OutputExistsError(f"{out / 'bundle'} already exists; pass --overwrite to replace it")
     result = convert(model, options)
     result.save(out, overwrite=overwrite)
+    if bundle and result.accepted:
+        from shoplens.bundle import write_bundle
+
+        manifest = write_bundle(out / "model.tflite", out / "bundle", overwrite=overwrite)
+        result.report["bundle"] = {"path": str(out / "bundle"), "frames": manifest["frames"]}
     if json_out:
         print_json(result.report)
     elif not quiet and result.accepted:

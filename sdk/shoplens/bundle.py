@@ -1,0 +1,163 @@
+"""Device bundles: a model with golden frames and the tensors and scores the host computed.
+
+A mobile or kiosk team runs the golden frames through its own pipeline and compares with what
+ShopLens computed here (format in docs/bundles.md)::
+
+    bundle/
+      manifest.json        format, model facts, budgets, sha256 of every other file
+      model.tflite  labels.txt  contract.json
+      frames/000.png ...   golden camera frames (kiosk generator, fixed seed)
+      expected/000.input.bin ...  the model input after preprocessing (raw bytes, C order NHWC)
+      expected.json        per frame: file, true label, input dtype/shape, scores, top-1
+
+Written into a temporary directory and renamed into place, so a reader never sees half a bundle.
+Needs only the runtime (no TensorFlow): ``shoplens bundle`` works on a device too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from shoplens._version import __version__
+from shoplens.errors import DataError, OutputExistsError, UsageError
+
+__all__ = ["BUNDLE_FORMAT", "verify_bundle", "write_bundle"]
+
+BUNDLE_FORMAT = 1
+DEFAULT_BUDGETS = {
+    "latency_p95_ms": 50.0,  # per frame, end to end, 1 thread; tighten for your device
+    "rss_growth_mb_per_1000": 5.0,
+    "input_tolerance_steps": 1,  # preprocessing parity: +-1 quantization step (or 1/255 in float)
+    "score_tolerance": 0.02,  # absolute difference per score
+}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_bundle(
+    model_path: str | Path,
+    out_dir: str | Path,
+    *,
+    frames: int = 16,
+    seed: int = 2026,
+    budgets: dict[str, float] | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Write a bundle for ``model_path`` into ``out_dir``; returns the manifest."""
+    from shoplens.classifier import Classifier
+    from shoplens.data.fashion_mnist import load_fashion_mnist
+    from shoplens.data.kiosk import render_scene
+
+    if not 1 <= frames <= 1000:
+        raise UsageError(f"a bundle holds 1..1000 golden frames, got {frames}")
+    model_path = Path(model_path)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a directory")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise OutputExistsError(f"{out} already exists and is not empty; pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        with Classifier.create_from_model_path(model_path) as clf:
+            (tmp / "frames").mkdir()
+            (tmp / "expected").mkdir()
+            shutil.copyfile(model_path, tmp / "model.tflite")
+            (tmp / "labels.txt").write_text("\n".join(clf.labels) + "\n", encoding="utf-8")
+            (tmp / "contract.json").write_text(clf.contract.to_json(), encoding="utf-8")
+            x, y = load_fashion_mnist("test")
+            rng = np.random.default_rng(seed)
+            picks = rng.choice(len(x), size=frames, replace=False)
+            pre = clf.preprocessor
+            inp = clf.info.inputs[0]
+            rows = []
+            for k, idx in enumerate(picks):
+                frame = render_scene(x[idx], rng)
+                name = f"frames/{k:03d}.png"
+                if not cv2.imwrite(str(tmp / name), frame):
+                    raise DataError(f"cannot write {tmp / name}")
+                frame = cv2.imread(str(tmp / name), cv2.IMREAD_COLOR)  # exactly what a device reads
+                tensor = np.empty((1, *pre.out_shape), pre.out_dtype)
+                pre(frame, tensor)
+                (tmp / f"expected/{k:03d}.input.bin").write_bytes(np.ascontiguousarray(tensor).tobytes())
+                scores = clf.predict_preprocessed(tensor)[0]
+                rows.append({
+                    "frame": name,
+                    "input": f"expected/{k:03d}.input.bin",
+                    "label": int(y[idx]),
+                    "scores": [round(float(s), 6) for s in scores],
+                    "top1": int(np.argmax(scores)),
+                })  # fmt: skip
+            expected = {
+                "input_dtype": str(pre.out_dtype),
+                "input_shape": [1, *pre.out_shape],
+                "input_quantization": {"scale": list(inp.scales), "zero_point": list(inp.zero_points)},
+                "input_color_order_of_frames": "BGR",
+                "frames": rows,
+            }
+            (tmp / "expected.json").write_text(json.dumps(expected, indent=1) + "\n", encoding="utf-8")
+            manifest: dict[str, Any] = {
+                "format": BUNDLE_FORMAT,
+                "created_by": f"shoplens {__version__}",
+                "created_unix": int(time.time()),
+                "seed": seed,
+                "frames": frames,
+                "labels": list(clf.labels),
+                "contract": clf.contract.to_dict(),
+                "budgets": {**DEFAULT_BUDGETS, **(budgets or {})},
+                "files": {},
+            }
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        manifest["files"] = {str(p.relative_to(tmp)): _sha256(p) for p in files}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        os.chmod(tmp, 0o755)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def verify_bundle(bundle_dir: str | Path) -> dict[str, Any]:
+    """The bundle's manifest, after checking the sha256 of every file it lists."""
+    d = Path(bundle_dir)
+    mpath = d / "manifest.json"
+    if not mpath.is_file():
+        raise DataError(f"{d} is not a ShopLens bundle (no manifest.json)")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        files = manifest["files"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(f"{mpath} is unreadable or malformed: {exc}") from None
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise DataError(f"{d}: bundle format {manifest.get('format')!r}, this ShopLens reads {BUNDLE_FORMAT}")
+    for rel, digest in files.items():
+        p = d / rel
+        if not p.is_file():
+            raise DataError(f"bundle {d} is missing {rel}")
+        if _sha256(p) != digest:
+            raise DataError(f"bundle {d}: {rel} does not match its sha256 in the manifest (tampered?)")
+    return manifest
