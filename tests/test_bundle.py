@@ -37,7 +37,10 @@ def test_bundle_cli_and_parity(tiny_rgb, tmp_path: Path) -> None:
             assert np.allclose(clf.predict_preprocessed(golden)[0], row["scores"], atol=1e-5)
     # existing bundle kept unless --overwrite
     one_line_error(run_cli("bundle", str(tiny_rgb["int8"]), "--out", str(out)), 2, "--overwrite")
-    assert run_cli("bundle", str(tiny_rgb["int8"]), "--out", str(out), "--overwrite", "--frames", "2").returncode == 0
+    assert (
+        run_cli("bundle", str(tiny_rgb["int8"]), "--out", str(out), "--overwrite", "--frames", "2").returncode
+        == 0
+    )
     assert verify_bundle(out)["frames"] == 2
 
 
@@ -49,7 +52,7 @@ def test_tampered_and_incomplete_bundles(tiny_rgb, tmp_path: Path) -> None:
         verify_bundle(out)
     write_bundle(tiny_rgb["int8"], out, frames=2, overwrite=True)
     (out / "expected" / "001.input.bin").unlink()
-    with pytest.raises(DataError, match="missing expected/001.input.bin"):
+    with pytest.raises(DataError, match=r"missing expected/001\.input\.bin"):
         verify_bundle(out)
     with pytest.raises(DataError, match="not a ShopLens bundle"):
         verify_bundle(tmp_path)
@@ -60,8 +63,8 @@ def test_tampered_and_incomplete_bundles(tiny_rgb, tmp_path: Path) -> None:
 
 def test_convert_with_bundle(tiny_rgb, tmp_path: Path) -> None:
     out = tmp_path / "o"
-    p = run_cli("convert", str(tiny_rgb["keras"]), "--out", str(out), "--calib-data", "fashion-mnist:train:100",
-                "--bundle", "--json")  # fmt: skip
+    p = run_cli("convert", str(tiny_rgb["keras"]), "--out", str(out),
+                "--calib-data", "fashion-mnist:train:100", "--bundle", "--json")  # fmt: skip
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["bundle"]["frames"] == 16
     m = verify_bundle(out / "bundle")
