@@ -11,7 +11,7 @@ import pytest
 
 from conftest import one_line_error, run_cli
 from shoplens.bundle import verify_bundle, write_bundle
-from shoplens.errors import DataError, OutputExistsError
+from shoplens.errors import DataError, InvalidFrameError, OutputExistsError
 
 
 def test_bundle_cli_and_parity(tiny_rgb, tmp_path: Path) -> None:
@@ -35,6 +35,8 @@ def test_bundle_cli_and_parity(tiny_rgb, tmp_path: Path) -> None:
             assert np.array_equal(tensor, golden)
             assert clf.classify(frame).top.index == row["top1"]
             assert np.allclose(clf.predict_preprocessed(golden)[0], row["scores"], atol=1e-5)
+        with pytest.raises(InvalidFrameError, match="expected"):
+            clf.predict_preprocessed(np.zeros((1, 32, 32, 3), np.float32))  # wrong dtype for this model
     # existing bundle kept unless --overwrite
     one_line_error(run_cli("bundle", str(tiny_rgb["int8"]), "--out", str(out)), 2, "--overwrite")
     assert (
