@@ -3,7 +3,9 @@
     make bench                      # or: .venv/bin/python -m benchmarks
     .venv/bin/python -m benchmarks --quick   # smoke run, under 2 minutes
 
-Sections (each figure is a ratio measured in the same run; this machine is shared and noisy):
+Sections (each figure is a ratio measured in the same run; this machine is shared and noisy;
+the recipe table is `python -m benchmarks.convert_targets`, MobileNetV2-1.0 latency per recipe is
+`python -m benchmarks.where_int8_pays`):
 
 * the SDK against its peers on the reference int8 model and 640x480 BGR kiosk frames, one
   process per peer (naive loop, MediaPipe ImageClassifier, ShopLens IMAGE / VIDEO / LIVE_STREAM
@@ -28,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,9 +90,9 @@ def kiosk_frames(n: int, seed: int, bad_fraction: float = 0.0) -> tuple[np.ndarr
     return np.stack([f for f, _, _ in rows]), np.array([lab for _, lab, _ in rows]), [b for _, _, b in rows]
 
 
-def run_peers(model: Path, frames_path: Path, runs: int) -> dict:
+def run_peers(model: Path, frames_path: Path, runs: int, peers: tuple[str, ...] = PEERS) -> dict:
     res = {}
-    for peer in PEERS:
+    for peer in peers:
         proc = subprocess.run(
             [sys.executable, "-m", "benchmarks.peers", peer, "--model", str(model),
              "--frames", str(frames_path),
@@ -101,6 +104,22 @@ def run_peers(model: Path, frames_path: Path, runs: int) -> dict:
             continue
         res[peer] = json.loads(proc.stdout.strip().splitlines()[-1])
         print(f"  {peer:<15} {res[peer].get('fps', '?')} frames/s", flush=True)
+    return res
+
+
+SCALING_SIZES = ((320, 240), (640, 480), (1280, 720), (1920, 1080))
+
+
+def scaling(model: Path, frames: np.ndarray, out: Path, runs: int) -> dict:
+    """Frames/s of ShopLens and MediaPipe as the camera frame grows (same scenes, resized)."""
+    res: dict = {}
+    for w, h in SCALING_SIZES:
+        sized = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) for f in frames[:50]])
+        path = out / f"frames_{w}x{h}.npy"
+        np.save(path, sized)
+        print(f" {w}x{h}", flush=True)
+        res[f"{w}x{h}"] = run_peers(model, path, runs, ("shoplens", "mediapipe"))
+        path.unlink()
     return res
 
 
@@ -304,6 +323,24 @@ def render_markdown(r: dict) -> str:
             "uses INTER_LINEAR); agreement below 100 % comes from that and from its own rounding "
             "and normalization.",
         ]
+    if "scaling" in r:
+        lines += [
+            "",
+            "## Scaling with frame size",
+            "",
+            "The same 50 kiosk scenes resized to each size; one process per cell, 1 thread. ShopLens "
+            "crops before it resizes, so its preprocessing should stay nearly flat as frames grow.",
+            "",
+            "| frame | ShopLens frames/s | p50 ms | MediaPipe frames/s | p50 ms | ratio |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for size, peers in r["scaling"].items():
+            sl, mp = peers.get("shoplens", {}), peers.get("mediapipe", {})
+            ratio = f"{sl['fps'] / mp['fps']:.2f}x" if "fps" in sl and "fps" in mp else ""
+            lines.append(
+                f"| {size} | {sl.get('fps', 'error')} | {sl.get('p50_ms', '')} | {mp.get('fps', 'error')} "
+                f"| {mp.get('p50_ms', '')} | {ratio} |"
+            )
     if "quality_gate" in r:
         q = r["quality_gate"]
         lines += [
@@ -377,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
         targets["top-1 agreement with MediaPipe >= 99 %"] = (f"{agree * 100:.1f} %", agree >= 0.99)
         gate = p["shoplens-gate"]["p50_ms"] / p["shoplens"]["p50_ms"] - 1
         targets["quality gate costs <= 10 %"] = (f"{gate * 100:+.1f} %", gate <= 0.10)
+    print("scaling with frame size", flush=True)
+    r["scaling"] = scaling(model, frames, args.out, 200 if quick else 1000)
     r["profile"] = frame_profile(model, frames_path, 300 if quick else 3000)
     print("quality gate", flush=True)
     r["quality_gate"] = quality_gate(200 if quick else 1000)
