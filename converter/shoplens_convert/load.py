@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shoplens._atomic import sha256_file
 from shoplens._quiet import quiet_native_stderr
 from shoplens.contract import PreprocessContract
 from shoplens.data.datasets import read_labels_file
@@ -33,14 +34,6 @@ class LoadedModel:
     sha256: str
     input_shape: tuple[int | None, ...]
     num_classes: int
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _scan_config(obj: Any, found: list[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -83,3 +84,12 @@ def atomic_write_bytes(target: str | os.PathLike[str], data: bytes, *, overwrite
 
 def atomic_write_text(target: str | os.PathLike[str], text: str, *, overwrite: bool = False) -> Path:
     return atomic_write_bytes(target, text.encode("utf-8"), overwrite=overwrite)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -16,7 +16,6 @@ Needs only the runtime (no TensorFlow): ``shoplens bundle`` works on a device to
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from shoplens._atomic import sha256_file
 from shoplens._version import __version__
 from shoplens.errors import DataError, OutputExistsError, UsageError
 
@@ -40,14 +40,6 @@ DEFAULT_BUDGETS = {
     "input_tolerance_steps": 1,  # preprocessing parity: +-1 quantization step (or 1/255 in float)
     "score_tolerance": 0.02,  # absolute difference per score
 }
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_bundle(
@@ -124,7 +116,7 @@ def write_bundle(
                 "files": {},
             }
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        manifest["files"] = {str(p.relative_to(tmp)): _sha256(p) for p in files}
+        manifest["files"] = {str(p.relative_to(tmp)): sha256_file(p) for p in files}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
         os.chmod(tmp, 0o755)
         if out.exists():
@@ -158,6 +150,6 @@ def verify_bundle(bundle_dir: str | Path) -> dict[str, Any]:
         p = d / rel
         if not p.is_file():
             raise DataError(f"bundle {d} is missing {rel}")
-        if _sha256(p) != digest:
+        if sha256_file(p) != digest:
             raise DataError(f"bundle {d}: {rel} does not match its sha256 in the manifest (tampered?)")
     return manifest
