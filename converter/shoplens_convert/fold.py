@@ -21,7 +21,7 @@ from shoplens.contract import ColorOrder, PreprocessContract
 from shoplens.errors import UsageError
 from shoplens_convert._tf import tf_keras
 
-__all__ = ["FOLD_LAYER", "InputFold", "plan_fold"]
+__all__ = ["FOLD_LAYER", "InputFold", "plan_fold", "reexpress_inputs"]
 
 FOLD_LAYER = "shoplens_input_norm"
 
@@ -73,3 +73,13 @@ def plan_fold(contract: PreprocessContract, *, bake: bool, swap_bgr: bool = Fals
     if swap_bgr:
         what.append(f"the {new_order.value}->{contract.color_order.value} channel swap")
     return InputFold(kernel, bias, folded, " and ".join(what) + " folded into the model")
+
+
+def reexpress_inputs(x: np.ndarray, old: PreprocessContract, new: PreprocessContract) -> np.ndarray:
+    """Inputs made with ``old`` re-expressed under ``new`` (exact: both are affine in pixels)."""
+    mean_o, std_o = np.asarray(old.mean, np.float32), np.asarray(old.std, np.float32)
+    mean_n, std_n = np.asarray(new.mean, np.float32), np.asarray(new.std, np.float32)
+    pixels = x * std_o + mean_o
+    if new.color_order is not old.color_order and x.shape[-1] == 3:
+        pixels = pixels[..., ::-1]
+    return np.ascontiguousarray((pixels - mean_n) / std_n, dtype=np.float32)

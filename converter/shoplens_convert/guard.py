@@ -24,7 +24,14 @@ from shoplens.metrics import EvalResult, evaluate
 from shoplens.options import BaseOptions, ImageClassifierOptions
 from shoplens.preprocess import Preprocessor
 
-__all__ = ["AccuracyComparison", "compare", "evaluate_keras_model", "evaluate_tflite", "paired_drop"]
+__all__ = [
+    "AccuracyComparison",
+    "check_classes",
+    "compare",
+    "evaluate_keras_model",
+    "evaluate_tflite",
+    "paired_drop",
+]
 
 
 def evaluate_keras_model(
@@ -34,15 +41,25 @@ def evaluate_keras_model(
     labels: Sequence[str],
     *,
     name: str = "source",
+    batch_size: int = 128,
     show_progress: bool = False,
 ) -> EvalResult:
+    """Accuracy of a Keras model (or SavedModel signature) through the SDK preprocessing."""
+    check_classes(dataset, len(labels))
+
     def predict(x: np.ndarray) -> np.ndarray:
         return np.asarray(model(x, training=False))
 
     return evaluate(
         predict, dataset, Preprocessor(contract, input_order="BGR"), model_name=name,
-        label_names=tuple(labels), batch_size=128, show_progress=show_progress,
+        label_names=tuple(labels), batch_size=batch_size, show_progress=show_progress,
     )  # fmt: skip
+
+
+def check_classes(dataset: Dataset, k: int) -> None:
+    """A dataset evaluated against a model must have as many classes as the model predicts."""
+    if len(dataset.label_names) != k:
+        raise DataError(f"{dataset.name} has {len(dataset.label_names)} classes, the model {k}")
 
 
 def evaluate_tflite(

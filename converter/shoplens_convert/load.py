@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from shoplens._atomic import sha256_file
 from shoplens._quiet import quiet_native_stderr
 from shoplens.contract import PreprocessContract
@@ -21,7 +23,14 @@ from shoplens.data.datasets import read_labels_file
 from shoplens.errors import DataError, ModelError
 from shoplens_convert._tf import keras3, tensorflow, tf_keras
 
-__all__ = ["LoadedModel", "find_sidecar_contract", "load_keras_model", "sha256_file"]
+__all__ = [
+    "LoadedModel",
+    "check_contract_fits",
+    "detect_output_kind",
+    "find_sidecar_contract",
+    "load_keras_model",
+    "sha256_file",
+]
 
 _UNSAFE_CLASSES = ("Lambda",)
 
@@ -212,3 +221,30 @@ def find_labels(model_path: Path, explicit: Path | None, num_classes: int) -> tu
     if len(names) != num_classes:
         raise DataError(f"{candidate} lists {len(names)} labels but the model predicts {num_classes} classes")
     return names
+
+
+def detect_output_kind(model: Any, probe: np.ndarray) -> tuple[str, str]:
+    """('probabilities'|'logits', how it was decided)."""
+    layers = getattr(model, "layers", None)
+    if layers:
+        last = layers[-1]
+        act = getattr(last, "activation", None)
+        act_name = getattr(act, "__name__", "") if act is not None else ""
+        if type(last).__name__ == "Softmax" or act_name == "softmax":
+            return "probabilities", f"final layer {last.name!r} applies softmax"
+        if act_name == "linear":
+            return "logits", f"final layer {last.name!r} is linear"
+    y = np.asarray(model(probe, training=False), np.float64)
+    if np.all(y >= -1e-6) and np.all(y <= 1 + 1e-6) and np.allclose(y.sum(axis=1), 1.0, atol=1e-3):
+        return "probabilities", f"outputs on {len(probe)} images are non-negative and sum to 1"
+    return "logits", f"outputs on {len(probe)} images do not sum to 1"
+
+
+def check_contract_fits(loaded: LoadedModel, contract: PreprocessContract) -> None:
+    """The contract's size and channels must be the model's input."""
+    _, h, w, c = loaded.input_shape
+    if (h, w, c) != (contract.height, contract.width, contract.channels):
+        raise DataError(
+            f"contract expects {contract.height}x{contract.width}x{contract.channels} "
+            f"but the model input is {h}x{w}x{c}"
+        )

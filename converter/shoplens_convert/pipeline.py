@@ -10,39 +10,48 @@ Nothing is written here; :meth:`ConversionResult.save` writes the outputs atomic
 
 from __future__ import annotations
 
-import json
 import platform
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from shoplens._atomic import atomic_write_bytes, atomic_write_text, ensure_output_dir
 from shoplens._version import __version__
-from shoplens.contract import PreprocessContract
 from shoplens.data.spec import open_dataset
-from shoplens.errors import ConversionError, DataError, DriftGateFailed, OutputExistsError, UsageError
+from shoplens.errors import ConversionError, DataError, UsageError
 from shoplens.metrics import EvalResult
+from shoplens_convert.auto import auto_select
 from shoplens_convert.bridge import bridge_to_tf_keras
 from shoplens_convert.finetune import FineTuneOptions
 from shoplens_convert.flatbuffer import compact_model
-from shoplens_convert.fold import plan_fold
+from shoplens_convert.fold import plan_fold, reexpress_inputs
 from shoplens_convert.frames import preprocessed_arrays
-from shoplens_convert.guard import AccuracyComparison, compare, evaluate_keras_model, evaluate_tflite
-from shoplens_convert.load import LoadedModel, find_labels, find_sidecar_contract, load_keras_model
+from shoplens_convert.guard import (
+    AccuracyComparison,
+    check_classes,
+    compare,
+    evaluate_keras_model,
+    evaluate_tflite,
+)
+from shoplens_convert.load import (
+    check_contract_fits,
+    detect_output_kind,
+    find_labels,
+    find_sidecar_contract,
+    load_keras_model,
+)
 from shoplens_convert.metadata import embed_shoplens_metadata, shoplens_metadata_dict
 from shoplens_convert.quantize import quantize
 from shoplens_convert.recipes import Recipe, load_recipe
-from shoplens_convert.report import latency_ms, render_markdown, size_block
+from shoplens_convert.report import latency_ms, size_block
+from shoplens_convert.result import OUTPUT_FILES, ConversionResult, check_output_dir
 from shoplens_convert.standard_metadata import ModelDescription, embed_standard_metadata
 from shoplens_convert.tflite_stats import io_summary, weight_sparsity
 
 __all__ = ["OUTPUT_FILES", "ConversionResult", "ConvertOptions", "check_output_dir", "convert"]
 
-OUTPUT_FILES = ("model.tflite", "labels.txt", "report.json", "report.md")
 TARGETS = ("cpu", "edgetpu")
 
 
@@ -114,90 +123,6 @@ class ConvertOptions:
         return recipe
 
 
-@dataclass
-class ConversionResult:
-    """The converted model (absent when the guard rejected it), its labels and the report."""
-
-    model: bytes | None
-    labels: tuple[str, ...]
-    report: dict[str, Any]
-
-    @property
-    def accepted(self) -> bool:
-        return self.model is not None
-
-    def save(self, out_dir: str | Path, *, overwrite: bool = False) -> dict[str, Path]:
-        """Write model.tflite, labels.txt, report.json and report.md (atomically, each).
-
-        A rejected conversion writes only the two reports; an accepted one writes the model last
-        but one, so a reader never finds a model without its labels.
-        """
-        out = check_output_dir(out_dir, overwrite=overwrite)
-        written: dict[str, Path] = {}
-        if self.model is not None:
-            written["labels"] = atomic_write_text(
-                out / "labels.txt", "\n".join(self.labels) + "\n", overwrite=overwrite
-            )
-            written["model"] = atomic_write_bytes(out / "model.tflite", self.model, overwrite=overwrite)
-        text = json.dumps(self.report, indent=2, sort_keys=False, default=_json_default) + "\n"
-        written["report_json"] = atomic_write_text(out / "report.json", text, overwrite=True)
-        written["report_md"] = atomic_write_text(
-            out / "report.md", render_markdown(self.report), overwrite=True
-        )
-        return written
-
-    def raise_for_status(self) -> None:
-        if not self.accepted:
-            raise DriftGateFailed(self.report["status"]["message"])
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(type(o).__name__)
-
-
-def check_output_dir(out_dir: str | Path, *, overwrite: bool, inputs: Sequence[str | Path] = ()) -> Path:
-    """Create ``out_dir``; refuse if it is a file, holds outputs (unless overwrite) or an input."""
-    if Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise UsageError(f"--out {out_dir} is a file; give a directory")
-    protected = {Path(p).resolve() for p in inputs if Path(p).exists()}
-    for f in OUTPUT_FILES:
-        if (Path(out_dir) / f).resolve() in protected:
-            raise UsageError(
-                f"--out {out_dir} would overwrite the input {Path(out_dir) / f}; choose another directory"
-            )
-    out = ensure_output_dir(out_dir)
-    if not overwrite:
-        existing = [f for f in OUTPUT_FILES if (out / f).exists()]
-        if existing:
-            raise OutputExistsError(
-                f"{out} already holds {', '.join(existing)}; pass --overwrite to replace them"
-            )
-    return out
-
-
-def _detect_output(model: Any, probe: np.ndarray) -> tuple[str, str]:
-    """('probabilities'|'logits', how it was decided)."""
-    layers = getattr(model, "layers", None)
-    if layers:
-        last = layers[-1]
-        act = getattr(last, "activation", None)
-        act_name = getattr(act, "__name__", "") if act is not None else ""
-        if type(last).__name__ == "Softmax" or act_name == "softmax":
-            return "probabilities", f"final layer {last.name!r} applies softmax"
-        if act_name == "linear":
-            return "logits", f"final layer {last.name!r} is linear"
-    y = np.asarray(model(probe, training=False), np.float64)
-    if np.all(y >= -1e-6) and np.all(y <= 1 + 1e-6) and np.allclose(y.sum(axis=1), 1.0, atol=1e-3):
-        return "probabilities", f"outputs on {len(probe)} images are non-negative and sum to 1"
-    return "logits", f"outputs on {len(probe)} images do not sum to 1"
-
-
 def _tool_versions() -> dict[str, str]:
     import importlib.metadata as md
 
@@ -210,20 +135,6 @@ def _tool_versions() -> dict[str, str]:
     return out
 
 
-class _Stages:
-    """The mutable state of one conversion, so each stage stays a short method."""
-
-    def __init__(self, source: LoadedModel, options: ConvertOptions, recipe: Recipe) -> None:
-        self.src = source
-        self.o = options
-        self.recipe = recipe
-        self.report: dict[str, Any] = {}
-        self.timings: dict[str, float] = {}
-
-    def timed(self, name: str, t0: float) -> None:
-        self.timings[name] = round(time.perf_counter() - t0, 2)
-
-
 def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult:
     """Convert a Keras classifier; see the module docstring for the stages."""
     t_start = time.perf_counter()
@@ -231,12 +142,8 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
     o = options
     loaded = load_keras_model(model_path, unsafe=o.unsafe_load)
     contract = find_sidecar_contract(loaded.path, o.contract)
+    check_contract_fits(loaded, contract)
     _, h, w, c = loaded.input_shape
-    if (h, w, c) != (contract.height, contract.width, contract.channels):
-        raise DataError(
-            f"contract expects {contract.height}x{contract.width}x{contract.channels} "
-            f"but the model input is {h}x{w}x{c}"
-        )
     labels = find_labels(loaded.path, o.labels, loaded.num_classes)
     edits = o.prune is not None or recipe.qat or o.bake_preprocessing or contract.per_channel
     if loaded.format == "tf_saved_model" and edits:  # say so before minutes of data reading
@@ -244,7 +151,12 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
             f"{loaded.path} is a plain TF SavedModel (no Keras graph); pruning, QAT and folding need "
             "a Keras model (.keras, .h5 or a tf-keras SavedModel)"
         )
-    st = _Stages(loaded, o, recipe)
+    parts: dict[str, Any] = {}  # report sections filled by the stages
+    timings: dict[str, float] = {}
+
+    def timed(name: str, t0: float) -> None:
+        timings[name] = round(time.perf_counter() - t0, 2)
+
     show = o.show_progress
 
     # data, read once each and always through the SDK preprocessing
@@ -263,9 +175,9 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
                                     show_progress=show)  # fmt: skip
         _check_labels(train[1], len(labels), o.train_data)
     eval_ds = open_dataset(o.eval_data) if o.eval_data else None
-    if eval_ds is not None and len(eval_ds.label_names) != len(labels):
-        raise DataError(f"{eval_ds.name} has {len(eval_ds.label_names)} classes, the model {len(labels)}")
-    st.timed("read_data", t0)
+    if eval_ds is not None:
+        check_classes(eval_ds, len(labels))
+    timed("read_data", t0)
 
     probe = calibration[:16] if calibration is not None else (train[0][:16] if train else None)
     if probe is None:
@@ -274,14 +186,14 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
             .uniform(*(contract.value_range or (0.0, 1.0)), (4, h, w, c))
             .astype(np.float32)
         )
-    output_kind, output_why = _detect_output(loaded.model, probe)
+    output_kind, output_why = detect_output_kind(loaded.model, probe)
 
     source_eval: EvalResult | None = None
     if eval_ds is not None:
         t0 = time.perf_counter()
         source_eval = evaluate_keras_model(loaded.model, eval_ds, contract, labels, name=loaded.path.name,
                                            show_progress=show)  # fmt: skip
-        st.timed("evaluate_source", t0)
+        timed("evaluate_source", t0)
 
     # fold normalization (per-channel contracts always; --bake-preprocessing on request)
     fold = plan_fold(contract, bake=o.bake_preprocessing, swap_bgr=o.bake_bgr)
@@ -302,18 +214,18 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
         if fold is not None:
             work_contract = fold.contract
             x = probe[:4]
-            folded_in = _unnormalize(x, contract, fold.contract)
+            folded_in = reexpress_inputs(x, contract, fold.contract)
             diff = float(np.max(np.abs(np.asarray(loaded.model(x, training=False))
                                        - np.asarray(work_model(folded_in, training=False)))))  # fmt: skip
             if diff > 1e-3:
                 raise ConversionError(f"folding the normalization changed the outputs by {diff:.2g}")
-            st.report["fold"] = {"reason": fold.reason, "max_output_difference": diff}
+            parts["fold"] = {"reason": fold.reason, "max_output_difference": diff}
             if calibration is not None:
-                calibration = _unnormalize(calibration, contract, fold.contract)
+                calibration = reexpress_inputs(calibration, contract, fold.contract)
             if train is not None:
-                train = (_unnormalize(train[0], contract, fold.contract), train[1])
-        st.timed("bridge", t0)
-    st.report["bridge"] = {"used": bridged}
+                train = (reexpress_inputs(train[0], contract, fold.contract), train[1])
+        timed("bridge", t0)
+    parts["bridge"] = {"used": bridged}
 
     # prune
     if o.prune is not None:
@@ -327,13 +239,13 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
         pr = prune_model(work_model, train[0], train[1], popts, output=output_kind,
                          show_progress=show)  # fmt: skip
         work_model = pr.model
-        st.report["prune"] = {
+        parts["prune"] = {
             "target_sparsity": float(o.prune),
             "layer_sparsity": pr.sparsity,
             "left_dense": pr.left_dense,
             "fine_tune": vars(pr.training),
         }
-        st.timed("prune", t0)
+        timed("prune", t0)
 
     # quantize
     t0 = time.perf_counter()
@@ -371,7 +283,13 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
             raise UsageError(
                 "--recipe auto picks the smallest model that meets --max-drop; add --eval-data and --max-drop"
             )
-        model_bytes, chosen, comparison = _auto(st, work_model, calibration, judge, trials)
+        fallback: dict[str, Any] = {}
+        model_bytes, chosen, comparison = auto_select(
+            work_model, calibration, recipe, judge, target=o.target, io_type=o.io_type,
+            per_tensor=o.per_tensor, show_progress=show, fallback=fallback,
+        )  # fmt: skip
+        if fallback:
+            parts["fallback"] = fallback
     elif recipe.qat:
         from shoplens_convert.qat import quantization_aware_train
 
@@ -384,7 +302,7 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
             work_model, train[0], train[1], ft, output=output_kind,
             preserve_sparsity=recipe.preserve_sparsity, show_progress=show,
         )  # fmt: skip
-        st.report["qat"] = {"preserve_sparsity": qr.preserve_sparsity, "fine_tune": vars(qr.training)}
+        parts["qat"] = {"preserve_sparsity": qr.preserve_sparsity, "fine_tune": vars(qr.training)}
         raw = quantize(qr.model, "int8", calibration=calibration, io_type=o.io_type, per_tensor=o.per_tensor,
                        show_progress=show)  # fmt: skip
         model_bytes, comparison = judge(recipe.name, raw)
@@ -394,11 +312,11 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
                        per_tensor=o.per_tensor, show_progress=show)  # fmt: skip
         model_bytes, comparison = judge(recipe.name, raw)
         chosen = recipe.name
-    st.timed("quantize_and_evaluate", t0)
+    timed("quantize_and_evaluate", t0)
 
     # report
     status_ok = comparison is None or comparison.passed
-    st.report = {
+    report: dict[str, Any] = {
         "status": {},
         "source": {
             "path": str(loaded.path),
@@ -421,20 +339,20 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
             "names": list(labels),
         },
         "contract": {"source": contract.to_dict(), "model": work_contract.to_dict()},
-        **st.report,
+        **parts,
         "sizes": size_block(float_ref, model_bytes),
         "tflite": {**io_summary(model_bytes), "weight_sparsity": weight_sparsity(model_bytes)},
         "accuracy": comparison.to_dict() if comparison else None,
         "auto_trials": trials if recipe.quantization == "auto" else None,
         "latency": latency_ms(model_bytes, o.latency_runs, eval_ds) if o.latency_runs else None,
         "tools": _tool_versions(),
-        "timings_s": {**st.timings, "total": round(time.perf_counter() - t_start, 2)},
+        "timings_s": {**timings, "total": round(time.perf_counter() - t_start, 2)},
     }
     if o.prune is not None:
-        ws = st.report["tflite"]["weight_sparsity"]
+        ws = report["tflite"]["weight_sparsity"]
         pruned = [v for k, v in ws.items() if v["op"] != "DEPTHWISE_CONV_2D"]
         total = sum(v["weights"] for v in pruned)
-        st.report["prune"]["sparsity_after_conversion"] = (
+        report["prune"]["sparsity_after_conversion"] = (
             round(sum(v["sparsity"] * v["weights"] for v in pruned) / total, 4) if total else 0.0
         )
     if status_ok:
@@ -444,76 +362,18 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
             msg += f": top-1 drop {comparison.drop:+.2f} pt (95 % CI {lo:+.2f}..{hi:+.2f})"
             if o.max_drop is not None:
                 msg += f" within the {o.max_drop:g} pt budget"
-        st.report["status"] = {"accepted": True, "message": msg}
-        return ConversionResult(model_bytes, labels, st.report)
+        report["status"] = {"accepted": True, "message": msg}
+        return ConversionResult(model_bytes, labels, report)
     if comparison is None:  # pragma: no cover - status_ok is True without a comparison
         raise ConversionError("internal: a rejected conversion without an accuracy comparison")
     msg = (
         f"top-1 drop {comparison.drop:.2f} pt (95 % CI {comparison.ci95[0]:+.2f}..{comparison.ci95[1]:+.2f}) "
         f"exceeds --max-drop {o.max_drop:g} pt with recipe {chosen}; no model written (see report.md)"
     )
-    st.report["status"] = {"accepted": False, "message": msg}
-    return ConversionResult(None, labels, st.report)
+    report["status"] = {"accepted": False, "message": msg}
+    return ConversionResult(None, labels, report)
 
 
 def _check_labels(y: np.ndarray, k: int, spec: str) -> None:
     if y.size and int(y.max()) >= k:
         raise DataError(f"{spec} has label {int(y.max())} but the model predicts {k} classes")
-
-
-def _unnormalize(x: np.ndarray, old: PreprocessContract, new: PreprocessContract) -> np.ndarray:
-    """Inputs made with ``old`` re-expressed under ``new`` (exact: both are affine in pixels)."""
-    mean_o, std_o = np.asarray(old.mean, np.float32), np.asarray(old.std, np.float32)
-    mean_n, std_n = np.asarray(new.mean, np.float32), np.asarray(new.std, np.float32)
-    pixels = x * std_o + mean_o
-    if new.color_order is not old.color_order and x.shape[-1] == 3:
-        pixels = pixels[..., ::-1]
-    return np.ascontiguousarray((pixels - mean_n) / std_n, dtype=np.float32)
-
-
-def _judged(judge: Any, name: str, raw: bytes) -> tuple[bytes, AccuracyComparison]:
-    packed, cmp_ = judge(name, raw)
-    if cmp_ is None:  # pragma: no cover - auto checks --eval-data before it starts
-        raise UsageError("--recipe auto needs --eval-data")
-    return packed, cmp_
-
-
-def _auto(
-    st: _Stages, model: Any, calibration: np.ndarray | None, judge: Any, trials: list[dict[str, Any]]
-) -> tuple[bytes, str, AccuracyComparison]:
-    """Try int8, int8 with float fallback, dynamic, float16; keep the first within budget."""
-    from shoplens_convert.selective import fallback_quantize, rank_layers
-
-    o = st.o
-    last: tuple[bytes, str, AccuracyComparison] | None = None
-    for cand in st.recipe.candidates:
-        if o.target == "edgetpu" and cand != "int8":
-            continue  # the Edge TPU runs only full-integer graphs
-        if cand == "int8-fallback":
-            if calibration is None:
-                raise UsageError("int8 with float fallback needs --calib-data")
-            ranked = rank_layers(model, calibration, io_type=o.io_type, per_tensor=o.per_tensor)
-            st.report.setdefault("fallback", {})["ranking"] = [
-                {"tensor": e.tensor.split(";")[0], "op": e.op, "rmse_over_scale": round(e.rmse_over_scale, 4)}
-                for e in ranked[:16]
-            ]
-            k = 1
-            while k <= min(st.recipe.fallback_max_layers, len(ranked)):
-                deny = [e.tensor for e in ranked[:k]]
-                raw = fallback_quantize(model, calibration, deny, io_type=o.io_type, per_tensor=o.per_tensor)
-                packed, cmp_ = _judged(judge, f"int8-fallback-{k}", raw)
-                last = (packed, f"int8-fallback ({k} float layers)", cmp_)
-                if cmp_.passed:
-                    st.report["fallback"]["float_layers"] = [d.split(";")[0] for d in deny]
-                    return last
-                k *= 2
-            continue
-        raw = quantize(model, cand, calibration=calibration, io_type=o.io_type, per_tensor=o.per_tensor,
-                       show_progress=o.show_progress)  # fmt: skip
-        packed, cmp_ = _judged(judge, cand, raw)
-        last = (packed, cand, cmp_)
-        if cmp_.passed:
-            return last
-    if last is None:
-        raise ConversionError("auto: no candidate recipe applies to this target")
-    return last

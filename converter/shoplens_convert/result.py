@@ -1,0 +1,86 @@
+"""The converter's result object and its output directory rules (what exists, what is protected)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shoplens._atomic import atomic_write_bytes, atomic_write_text, ensure_output_dir
+from shoplens.errors import DriftGateFailed, OutputExistsError, UsageError
+from shoplens_convert.report import render_markdown
+
+__all__ = ["OUTPUT_FILES", "ConversionResult", "check_output_dir"]
+
+OUTPUT_FILES = ("model.tflite", "labels.txt", "report.json", "report.md")
+
+
+@dataclass
+class ConversionResult:
+    """The converted model (absent when the guard rejected it), its labels and the report."""
+
+    model: bytes | None
+    labels: tuple[str, ...]
+    report: dict[str, Any]
+
+    @property
+    def accepted(self) -> bool:
+        return self.model is not None
+
+    def save(self, out_dir: str | Path, *, overwrite: bool = False) -> dict[str, Path]:
+        """Write model.tflite, labels.txt, report.json and report.md (atomically, each).
+
+        A rejected conversion writes only the two reports; an accepted one writes the model last
+        but one, so a reader never finds a model without its labels.
+        """
+        out = check_output_dir(out_dir, overwrite=overwrite)
+        written: dict[str, Path] = {}
+        if self.model is not None:
+            written["labels"] = atomic_write_text(
+                out / "labels.txt", "\n".join(self.labels) + "\n", overwrite=overwrite
+            )
+            written["model"] = atomic_write_bytes(out / "model.tflite", self.model, overwrite=overwrite)
+        text = json.dumps(self.report, indent=2, sort_keys=False, default=_json_default) + "\n"
+        written["report_json"] = atomic_write_text(out / "report.json", text, overwrite=True)
+        written["report_md"] = atomic_write_text(
+            out / "report.md", render_markdown(self.report), overwrite=True
+        )
+        return written
+
+    def raise_for_status(self) -> None:
+        if not self.accepted:
+            raise DriftGateFailed(self.report["status"]["message"])
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(type(o).__name__)
+
+
+def check_output_dir(out_dir: str | Path, *, overwrite: bool, inputs: Sequence[str | Path] = ()) -> Path:
+    """Create ``out_dir``; refuse if it is a file, holds outputs (unless overwrite) or an input."""
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise UsageError(f"--out {out_dir} is a file; give a directory")
+    protected = {Path(p).resolve() for p in inputs if Path(p).exists()}
+    for f in OUTPUT_FILES:
+        if (Path(out_dir) / f).resolve() in protected:
+            raise UsageError(
+                f"--out {out_dir} would overwrite the input {Path(out_dir) / f}; choose another directory"
+            )
+    out = ensure_output_dir(out_dir)
+    if not overwrite:
+        existing = [f for f in OUTPUT_FILES if (out / f).exists()]
+        if existing:
+            raise OutputExistsError(
+                f"{out} already holds {', '.join(existing)}; pass --overwrite to replace them"
+            )
+    return out
