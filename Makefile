@@ -10,7 +10,7 @@ DEMO_OUT ?= out/demo
 PYTEST_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help setup data demo test lint clean train-reference bench
+.PHONY: help setup data browser demo test lint clean train-reference bench
 
 help:
 	@echo "make demo   - set up .venv and run the main job end to end on the built-in data"
@@ -38,7 +38,7 @@ $(VENV_TFLRT)/.installed: pyproject.toml
 	$(VENV_TFLRT)/bin/python -m pip install --quiet --no-deps -e .
 	@touch $@
 
-setup: $(VENV)/.installed $(VENV_TFLRT)/.installed data
+setup: $(VENV)/.installed $(VENV_TFLRT)/.installed data browser
 
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist package; nothing is downloaded at run time.
 data:
@@ -48,6 +48,17 @@ data:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
 	else \
 		echo "Fashion-MNIST is missing. Run: sudo apt-get install dataset-fashion-mnist" >&2; exit 1; \
+	fi
+
+# The HTML pages (drift reports, the kiosk sample) are tested in a real headless Chromium: Debian's
+# package, driven by Playwright's Python client. No browser is downloaded by Playwright itself.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "Chromium is missing. Run: sudo apt-get install chromium" >&2; exit 1; \
 	fi
 
 # --- the README's two commands ------------------------------------------------------------

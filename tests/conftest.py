@@ -220,3 +220,92 @@ def block_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (out / "contract.json").write_text(contract.to_json())
     (out / "labels.txt").write_text("\n".join(FASHION_MNIST_LABELS) + "\n")
     return path
+
+
+def colorize(gray: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
+    """Fashion-MNIST items in product colours: each class has its own hue band (BGR images).
+
+    Real catalogues are in colour and models use it; on gray images a swapped channel order
+    would go unnoticed, so the drift tests need a model for which colour matters.
+    """
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    hue = (labels.astype(np.int64) * 18 + rng.integers(-4, 5, len(labels))) % 180
+    hsv = np.empty((*gray.shape, 3), np.uint8)
+    hsv[..., 0] = hue[:, None, None]
+    hsv[..., 1] = 210
+    hsv[..., 2] = gray
+    return np.stack([cv2.cvtColor(h, cv2.COLOR_HSV2BGR) for h in hsv])
+
+
+@pytest.fixture(scope="session")
+def color_catalog(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 32x32 RGB CNN trained on colourised Fashion-MNIST, converted for real to int8 and float32.
+
+    Keys: keras, int8, f32 (both .tflite with ShopLens metadata), test (an image folder of 300
+    colourised test images, one subfolder per class).
+    """
+    import cv2
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    from shoplens.contract import PreprocessContract
+    from shoplens.data.fashion_mnist import FASHION_MNIST_LABELS, load_fashion_mnist
+    from shoplens.preprocess import preprocess_batch
+    from shoplens_convert.metadata import embed_shoplens_metadata, shoplens_metadata_dict
+    from shoplens_convert.quantize import quantize
+
+    out = tmp_path_factory.mktemp("color_catalog")
+    contract = PreprocessContract.from_range(32, 32, 0.0, 1.0, color_order="RGB")
+    x, y = load_fashion_mnist("train")
+    xs = preprocess_batch(colorize(x[:3000], y[:3000], 0), contract)  # BGR frames in, as from a camera
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((32, 32, 3)),
+        keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
+        keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10, activation="softmax"),
+    ])  # fmt: skip
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(xs, y[:3000], epochs=3, batch_size=64, verbose=0)
+    paths = {"keras": out / "model.keras"}
+    model.save(paths["keras"])
+    (out / "contract.json").write_text(contract.to_json())
+    (out / "labels.txt").write_text("\n".join(FASHION_MNIST_LABELS) + "\n")
+    meta = shoplens_metadata_dict(contract, FASHION_MNIST_LABELS)
+    for name, recipe in (("int8", "int8"), ("f32", "float32")):
+        tfl = quantize(model, recipe, calibration=xs[:200] if recipe == "int8" else None)
+        paths[name] = out / f"{name}.tflite"
+        paths[name].write_bytes(embed_shoplens_metadata(tfl, meta))
+    xt, yt = load_fashion_mnist("test")
+    test = out / "test"
+    for i, (img, lab) in enumerate(zip(colorize(xt[:300], yt[:300], 1), yt[:300], strict=True)):
+        d = test / FASHION_MNIST_LABELS[lab].replace("/", "-")
+        d.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(d / f"{i:04d}.png"), img)
+    (test / "labels.txt").write_text("\n".join(n.replace("/", "-") for n in FASHION_MNIST_LABELS) + "\n")
+    paths["test"] = test
+    return paths
+
+
+ARTIFACTS = ROOT / "out" / "test-artifacts"
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A real headless Chromium (Debian's, installed by ``make setup``) driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    exe = next((p for p in CHROMIUM_CANDIDATES if Path(p).is_file()), None)
+    if exe is None:
+        pytest.fail("no Chromium found; run 'make setup' (it installs Debian's chromium package)")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            yield b
+        finally:
+            b.close()

@@ -1,0 +1,199 @@
+"""``shoplens drift``: accuracy drift between a reference and a candidate, gated, with the likely cause.
+
+Exit codes: 0 the gate passed, 1 the gate failed, 2 usage or input error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from shoplens.cli._common import out_console, print_json, show_progress
+from shoplens.errors import DriftGateFailed, UsageError
+
+app = typer.Typer()
+
+_OUTPUT_SUFFIXES = (".json", ".csv")
+
+
+def _print_report(d: dict[str, Any]) -> None:
+    t = Table(title=f"drift: {d['candidate']} vs {d['reference']} on {d['data']} ({d['n']} images)")
+    t.add_column("metric")
+    t.add_column("reference", justify="right")
+    t.add_column("candidate", justify="right")
+    t.add_column("change", justify="right")
+    t.add_row("top-1", f"{100 * d['reference_top1']:.2f} %", f"{100 * d['candidate_top1']:.2f} %",
+              f"{0.0 - d['drop_pts']:+.2f} pts")  # fmt: skip
+    t.add_row("top-5", f"{100 * d['reference_top5']:.2f} %", f"{100 * d['candidate_top5']:.2f} %",
+              f"{100 * (d['candidate_top5'] - d['reference_top5']):+.2f} pts")  # fmt: skip
+    lo, hi = d["drop_ci95_pts"]
+    t.add_row("top-1 drop, 95 % CI", "", "", f"{d['drop_pts']:.2f} ({lo:.2f}..{hi:.2f})")
+    t.add_row("agreement", "", "", f"{100 * d['agreement']:.2f} %")
+    t.add_row("mean KL", "", "", f"{d['kl_mean']:.5f}")
+    t.add_row(
+        "|score delta| mean / max",
+        "",
+        "",
+        f"{d['abs_score_delta_mean']:.4f} / {d['abs_score_delta_max']:.4f}",
+    )
+    out_console.print(t)
+    pc = Table(title="per class, worst first")
+    for col in ("class", "images", "reference", "candidate", "change (pts)", "cand. F1"):
+        pc.add_column(col, justify="left" if col == "class" else "right")
+    for r in d["per_class"][:10]:
+        ra, ca = r["reference_accuracy"], r["candidate_accuracy"]
+        pc.add_row(str(r["label"]), str(r["support"]), "-" if ra is None else f"{100 * ra:.2f} %",
+                   "-" if ca is None else f"{100 * ca:.2f} %", f"{0.0 - r['delta_pts']:+.2f}",
+                   f"{r['candidate']['f1']:.3f}")  # fmt: skip
+    out_console.print(pc)
+    bad_frames = [f for f in d.get("per_frame", []) if not f["ok"]]
+    if d.get("per_frame"):
+        out_console.print(f"frames: {len(d['per_frame']) - len(bad_frames)} of {len(d['per_frame'])} match")
+        for f in bad_frames[:10]:
+            out_console.print(f"  {f['id']}: top-1 {f['reference_top1']} vs {f['candidate_top1']}, "
+                              f"max |score delta| {f['max_abs_delta']:.4f}")  # fmt: skip
+    if d["disagreeing_total"]:
+        ids = ", ".join(map(str, d["disagreeing_ids"][:8]))
+        out_console.print(f"disagreeing images: {d['disagreeing_total']} (e.g. {ids})")
+    out_console.print(f"likely cause: {d['likely_cause']}")
+    gate = d["gate"]
+    out_console.print(
+        "[bold green]gate passed[/bold green]" if gate["passed"] else "[bold red]gate failed[/bold red]"
+    )
+
+
+@app.command("drift")
+def drift_command(
+    reference: Annotated[
+        Path | None, typer.Argument(help="Reference: a Keras model (.keras, .h5, SavedModel) or a .tflite.")
+    ] = None,
+    candidate: Annotated[
+        Path | None, typer.Argument(help="Candidate: a .tflite, or a device-outputs file (.json or .csv).")
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data", "-d", help="Data spec: fashion-mnist:test[:N], an image folder, or kiosk:DIR."
+        ),
+    ] = None,
+    bundle: Annotated[
+        Path | None, typer.Option("--bundle", help="Check a device against a bundle (with --device-outputs).")
+    ] = None,
+    device_outputs: Annotated[
+        Path | None,
+        typer.Option("--device-outputs", help="Scores the device computed for the bundle's frames."),
+    ] = None,
+    max_drop: Annotated[
+        float | None, typer.Option("--max-drop", min=0, help="Largest allowed top-1 drop, in points.")
+    ] = None,
+    min_agreement: Annotated[
+        float | None, typer.Option("--min-agreement", min=0, max=100, help="Smallest top-1 agreement, in %.")
+    ] = None,
+    max_class_drop: Annotated[
+        float | None, typer.Option("--max-class-drop", min=0, help="Largest per-class top-1 drop, in points.")
+    ] = None,
+    contract: Annotated[
+        Path | None, typer.Option("--contract", help="Contract of a Keras reference (default: beside it).")
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="labels.txt of a Keras reference (default: beside it).")
+    ] = None,
+    cause_sample: Annotated[
+        int, typer.Option("--cause-sample", min=0, help="Images re-run per alternative contract (0: off).")
+    ] = 1000,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = 64,
+    unsafe_load: Annotated[
+        bool, typer.Option("--unsafe-load", help="Allow Lambda layers (runs code from the file).")
+    ] = False,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write a self-contained HTML report.")
+    ] = None,
+    save: Annotated[
+        Path | None, typer.Option("--save", help="Also write the JSON report to this file.")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing --html/--save files.")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Compare a candidate with its reference on the same images; gate on the drop and agreement."""
+    import json
+
+    from shoplens._atomic import atomic_write_text
+    from shoplens.data.spec import open_dataset
+    from shoplens.drift import BundleDataset, DeviceOutputs, open_model, run_drift
+    from shoplens.drift_html import render_html
+
+    score_tolerance = None
+    if bundle is not None:
+        if device_outputs is None:
+            raise UsageError("--bundle needs --device-outputs FILE (the scores your device computed)")
+        if reference is not None or candidate is not None or data is not None:
+            raise UsageError("with --bundle, give no REFERENCE, CANDIDATE or --data: the bundle holds them")
+        dataset = BundleDataset.open(bundle)
+        manifest_budgets = _bundle_budgets(bundle)
+        score_tolerance = float(manifest_budgets.get("score_tolerance", 0.02))
+        ref_path: Path = bundle / "model.tflite"
+        cand_src: Path = device_outputs
+        inputs = [bundle, device_outputs]
+    else:
+        if device_outputs is not None:
+            raise UsageError("--device-outputs goes with --bundle; otherwise pass the file as CANDIDATE")
+        if reference is None or candidate is None:
+            raise UsageError("give REFERENCE and CANDIDATE (or --bundle DIR --device-outputs FILE)")
+        if data is None:
+            raise UsageError("--data is required: the images both models are compared on")
+        ref_path, cand_src = reference, candidate
+        inputs = [reference, candidate]
+        dataset = None
+    for out_path in (html, save):
+        if out_path is not None and any(out_path.resolve() == p.resolve() for p in inputs):
+            raise UsageError(f"{out_path} is one of the inputs; write the report elsewhere")
+    if cand_src.suffix.lower() in _OUTPUT_SUFFIXES:
+        cand: Any = DeviceOutputs.load(cand_src)
+    elif cand_src.suffix.lower() == ".tflite" or not cand_src.exists():
+        cand = None
+    else:
+        raise UsageError(f"candidate {cand_src} must be a .tflite or a device-outputs .json/.csv file")
+    ref_model = open_model(ref_path, contract_path=contract, labels_path=labels, unsafe_load=unsafe_load)
+    try:
+        if cand is None:
+            cand = open_model(cand_src)
+        if dataset is None:
+            dataset = open_dataset(data)  # type: ignore[arg-type]
+        report = run_drift(
+            ref_model, cand, dataset, batch_size=batch_size, cause_sample=cause_sample,
+            analyse=None if cause_sample else False, score_tolerance=score_tolerance,
+            show_progress=show_progress(json_out),
+        )  # fmt: skip
+    finally:
+        ref_model.close()
+        if cand is not None and hasattr(cand, "close"):
+            cand.close()
+    failures = report.check_gate(
+        max_drop=max_drop, min_agreement=min_agreement, max_class_drop=max_class_drop,
+        score_tolerance=score_tolerance,
+    )  # fmt: skip
+    d = report.to_dict()
+    if save is not None:
+        atomic_write_text(save, json.dumps(d, indent=2) + "\n", overwrite=overwrite)
+    if html is not None:
+        atomic_write_text(html, render_html(d), overwrite=overwrite)
+    if json_out:
+        print_json(d)
+    else:
+        _print_report(d)
+    if failures:
+        raise DriftGateFailed(f"drift gate failed: {'; '.join(failures)}. Likely cause: {d['likely_cause']}")
+
+
+def _bundle_budgets(bundle: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        return dict(json.loads((bundle / "manifest.json").read_text(encoding="utf-8")).get("budgets", {}))
+    except (OSError, ValueError, TypeError):
+        return {}
