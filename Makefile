@@ -64,31 +64,35 @@ browser:
 # --- the README's two commands ------------------------------------------------------------
 demo: setup
 	@mkdir -p $(DEMO_OUT)
-	@echo "== 1/5 convert the reference model to int8 under an accuracy guard (1 pt on 2,000 test images)"
+	@echo "== 1/6 convert the reference model to int8 under an accuracy guard (1 pt on 2,000 test images)"
 	$(SL) convert sample_apps/reference_model/product_cnn.keras --out $(DEMO_OUT)/model --recipe int8 \
 		--calib-data fashion-mnist:train:300 --eval-data fashion-mnist:test:2000 --max-drop 1.0 --overwrite
-	@echo "== 2/5 the Keras reference model on the full Fashion-MNIST test set (10,000 images)"
+	@echo "== 2/6 the Keras reference model on the full Fashion-MNIST test set (10,000 images)"
 	$(SL) eval sample_apps/reference_model/product_cnn.keras --data fashion-mnist:test \
 		--save $(DEMO_OUT)/eval_test.json --overwrite
-	@echo "== 3/5 2,000 kiosk frames from the test split (10 % deliberately bad)"
+	@echo "== 3/6 2,000 kiosk frames from the test split (10 % deliberately bad)"
 	$(SL) data kiosk --source fashion-mnist:test --frames 2000 --seed 2026 --bad-fraction 0.1 \
 		--out $(DEMO_OUT)/kiosk_frames --overwrite
 	$(SL) eval sample_apps/reference_model/product_cnn.keras --data kiosk:$(DEMO_OUT)/kiosk_frames:good \
 		--save $(DEMO_OUT)/eval_kiosk.json --overwrite
-	@echo "== 4/5 kiosk video (MJPG) with its ground truth"
+	@echo "== 4/6 kiosk video (MJPG) with its ground truth"
 	$(SL) data kiosk --source fashion-mnist:test --frames 450 --video --segment 45 --seed 7 --bad-fraction 0.2 \
 		--out $(DEMO_OUT)/kiosk_video --overwrite
-	@echo "== 5/5 the converted model on the video: quality gate and smoothing, one JSON line per frame"
+	@echo "== 5/6 the converted model on the video: quality gate and smoothing, one JSON line per frame"
 	$(SL) classify $(DEMO_OUT)/model/model.tflite $(DEMO_OUT)/kiosk_video/kiosk.avi --smooth --quality warn \
 		--json > $(DEMO_OUT)/video_predictions.jsonl
-	@echo "demo outputs are in $(DEMO_OUT)/ (conversion report: $(DEMO_OUT)/model/report.md)"
+	@echo "== 6/6 accuracy-drift gate: the int8 model against its Keras source (HTML report)"
+	$(SL) drift sample_apps/reference_model/product_cnn.keras $(DEMO_OUT)/model/model.tflite \
+		--data fashion-mnist:test:2000 --max-drop 1 --min-agreement 98 \
+		--html $(DEMO_OUT)/drift.html --save $(DEMO_OUT)/drift.json --overwrite
+	@echo "demo outputs are in $(DEMO_OUT)/ (conversion report: $(DEMO_OUT)/model/report.md, drift: $(DEMO_OUT)/drift.html)"
 
 test: setup lint
 	@set +e; $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; fi; exit $$rc
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check sdk converter tests sample_apps tools benchmarks
+	$(VENV)/bin/ruff check sdk converter tests sample_apps tools benchmarks device_tests
 
 train-reference: setup
 	$(PY) sample_apps/reference_model/train.py --epochs 12

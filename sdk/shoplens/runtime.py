@@ -18,7 +18,14 @@ from shoplens._quiet import quiet_native_stderr
 from shoplens.errors import BackendUnavailableError, DelegateUnavailableError, ModelError, UsageError
 from shoplens.tflite_model import ModelInfo
 
-__all__ = ["Backend", "Delegate", "InterpreterHandle", "edgetpu_library_name", "make_interpreter"]
+__all__ = [
+    "Backend",
+    "Delegate",
+    "InterpreterHandle",
+    "detect_backend",
+    "edgetpu_library_name",
+    "make_interpreter",
+]
 
 
 class Backend(str, Enum):
@@ -81,6 +88,11 @@ def _import_backend(backend: Backend) -> tuple[Backend, Any]:
     raise BackendUnavailableError(
         f"back end {backend.value} is unavailable ({errors[0]}); {_INSTALL[backend]}"
     )
+
+
+def detect_backend(backend: Backend | str = Backend.AUTO) -> Backend:
+    """The interpreter package ``backend`` resolves to here (auto: the first importable one)."""
+    return _import_backend(Backend(backend))[0]
 
 
 @dataclass
