@@ -24,6 +24,7 @@ from shoplens.errors import ConversionError, DataError, UsageError
 from shoplens.metrics import EvalResult
 from shoplens_convert.auto import auto_select
 from shoplens_convert.bridge import bridge_to_tf_keras
+from shoplens_convert.edgetpu_target import make_static, preflight_block
 from shoplens_convert.finetune import FineTuneOptions
 from shoplens_convert.flatbuffer import compact_model
 from shoplens_convert.fold import plan_fold, reexpress_inputs
@@ -104,6 +105,8 @@ class ConvertOptions:
             raise UsageError(f"--prune-epochs must be in 1..1000, got {self.prune_epochs}")
         if self.qat_epochs is not None and not 1 <= self.qat_epochs <= 1000:
             raise UsageError(f"--qat-epochs must be in 1..1000, got {self.qat_epochs}")
+        if self.target == "edgetpu" and self.io_type != "uint8":
+            raise UsageError("--target edgetpu uses uint8 input and output; drop --io-type int8")
         if self.bake_bgr and not self.bake_preprocessing:
             raise UsageError("--bake-bgr needs --bake-preprocessing")
         if self.latency_runs < 0:
@@ -265,6 +268,8 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
     )
 
     def finish(raw: bytes) -> bytes:
+        if o.target == "edgetpu":
+            raw = make_static(raw)  # the Edge TPU needs static shapes: batch 1
         with_meta = embed_shoplens_metadata(compact_model(raw), meta)
         return embed_standard_metadata(with_meta, description=desc, contract=work_contract, labels=labels,
                                        output=output_kind)  # fmt: skip
@@ -348,6 +353,8 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
         "tools": _tool_versions(),
         "timings_s": {**timings, "total": round(time.perf_counter() - t_start, 2)},
     }
+    if o.target == "edgetpu":
+        report["edgetpu"] = {"preflight": preflight_block(model_bytes)}
     if o.prune is not None:
         ws = report["tflite"]["weight_sparsity"]
         pruned = [v for k, v in ws.items() if v["op"] != "DEPTHWISE_CONV_2D"]

@@ -159,5 +159,30 @@ def render_markdown(r: dict[str, Any]) -> str:
             f"- end to end p50 {lat['end_to_end_p50']:.3f} ms, p95 {lat['end_to_end_p95']:.3f} ms",
             f"- invoke p50 {lat['invoke_p50']:.3f} ms, p95 {lat['invoke_p95']:.3f} ms",
         ]
+    if r.get("edgetpu"):
+        lines += edgetpu_markdown(r["edgetpu"])
     lines += ["", "## Tools", ", ".join(f"{k} {v}" for k, v in r["tools"].items()), ""]
     return "\n".join(lines)
+
+
+def edgetpu_markdown(e: dict[str, Any]) -> list[str]:
+    """The Edge TPU section: pre-flight summary, the ops that do not map, and the compiler's result."""
+    pf = e["preflight"]
+    lines = ["", "## Edge TPU", f"- pre-flight: {pf['summary']}"]
+    off = [o for o in pf["ops"] if not o["maps"]]
+    if off:
+        lines += ["", "| op | name | version | verdict | reason |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {o['index']} | {o['op']} | {o['version']} | {o['category']} | {o.get('reason', '')} |"
+                  for o in off[:40]]  # fmt: skip
+    c = e.get("compiler")
+    if c:
+        if c["status"] == "compiled":
+            lines.append(
+                f"- compiler {c['compiler_version']}: {c['ops_on_tpu']} ops on the Edge TPU, "
+                f"{c['ops_on_cpu']} on "
+                f"the CPU; on-chip memory {c['on_chip_memory_used']}, off-chip {c['off_chip_memory_used']}; "
+                f"output {c['output']}"
+            )
+        else:
+            lines.append(f"- compiler: {c['status']}: {c['message']}")
+    return lines

@@ -287,6 +287,9 @@ class BundleDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    def ids(self) -> list[str]:
+        return [str(r["frame"]) for r in self.rows]
+
     def batches(self, batch_size: int = 64) -> Iterator[Batch]:
         self._check_batch_size(batch_size)
         for s in range(0, len(self.rows), batch_size):
@@ -675,8 +678,7 @@ def run_drift(
     n = 0
     t0 = time.perf_counter()
     if device:
-        all_ids = [i for b in dataset.batches(max(batch_size, 256)) for i in b.ids]
-        candidate.check_against(reference.labels, all_ids, dataset.name)  # type: ignore[union-attr]
+        candidate.check_against(reference.labels, dataset.ids(), dataset.name)  # type: ignore[union-attr]
     cand_name = candidate.path.name if isinstance(candidate, DeviceOutputs) else candidate.name
     with progress(show_progress, f"drift {reference.name} vs {cand_name}", len(dataset)) as bar:
         for batch in dataset.batches(batch_size):

@@ -215,6 +215,20 @@ class ModelInfo:
     metadata: dict[str, bytes]
     associated_files: dict[str, bytes]
     buffer_sizes: list[int] = field(default_factory=list)
+    subgraphs: int = 1
+    _buffers: list[_Table] = field(default_factory=list, repr=False, compare=False)
+
+    def constant_data(self, tensor: TensorInfo) -> bytes | None:
+        """The bytes of a constant tensor (weights, axes, paddings), or None for an activation."""
+        if not 0 < tensor.buffer < len(self._buffers):
+            return None
+        b = self._buffers[tensor.buffer]
+        data = b.vector_bytes(0) if b.has(0) else b""
+        if not data and b.scalar(2, "u64"):  # large models keep buffers after the flatbuffer
+            off, n = b.scalar(1, "u64"), b.scalar(2, "u64")
+            b.buf._need(off, n)
+            data = b.buf.data[off : off + n]
+        return data or None
 
     @property
     def op_histogram(self) -> dict[str, int]:
@@ -393,4 +407,6 @@ def read_model_info(model: str | Path | bytes) -> ModelInfo:
         metadata=metadata,
         associated_files=_associated_files(data),
         buffer_sizes=sizes,
+        subgraphs=len(subgraphs),
+        _buffers=buffers,
     )

@@ -115,6 +115,11 @@ def convert_command(
         raise OutputExistsError(f"{out / 'bundle'} already exists; pass --overwrite to replace it")
     result = convert(model, options)
     result.save(out, overwrite=overwrite)
+    edgetpu_msg = ""
+    if target == "edgetpu" and result.accepted:
+        from shoplens_convert.edgetpu_target import compile_step
+
+        edgetpu_msg = compile_step(out, result.report)  # raises (exit 1) when the compiler fails
     if bundle and result.accepted:
         from shoplens.bundle import write_bundle
 
@@ -130,5 +135,8 @@ def convert_command(
             f"({s['ratio_to_float32']:.3f}x float32; gzip {s['gzip_ratio_to_float32_gzip']:.3f}x); "
             f"report in {out / 'report.md'}"
         )
+        if edgetpu_msg:
+            out_console.print(f"Edge TPU pre-flight: {result.report['edgetpu']['preflight']['summary']}")
+            out_console.print(edgetpu_msg)
     if not result.accepted:
         raise DriftGateFailed(result.report["status"]["message"])

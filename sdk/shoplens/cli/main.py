@@ -15,7 +15,16 @@ import typer
 from typer.exceptions import Abort, Exit, TyperException
 
 from shoplens._version import __version__
-from shoplens.cli import bundle_cmd, classify_cmd, convert_cmd, data_cmd, drift_cmd, eval_cmd, inspect_cmd
+from shoplens.cli import (
+    bundle_cmd,
+    classify_cmd,
+    convert_cmd,
+    data_cmd,
+    drift_cmd,
+    edgetpu_cmd,
+    eval_cmd,
+    inspect_cmd,
+)
 from shoplens.errors import ShopLensError
 
 app = typer.Typer(
@@ -53,6 +62,7 @@ app.add_typer(convert_cmd.app)
 app.add_typer(bundle_cmd.app)
 app.add_typer(eval_cmd.app)
 app.add_typer(drift_cmd.app)
+app.add_typer(edgetpu_cmd.app, name="edgetpu")
 app.add_typer(classify_cmd.app)
 app.add_typer(inspect_cmd.app)
 

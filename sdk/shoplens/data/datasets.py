@@ -64,6 +64,10 @@ class Dataset:
     def batches(self, batch_size: int = 64) -> Iterator[Batch]:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def ids(self) -> list[str]:
+        """The id of every image, in order, as :meth:`batches` yields them (subclasses avoid decoding)."""
+        return [i for b in self.batches(256) for i in b.ids]
+
     def _check_batch_size(self, batch_size: int) -> None:
         if batch_size < 1:
             raise DataError(f"batch size must be >= 1, got {batch_size}")
@@ -81,6 +85,9 @@ class ArrayDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def ids(self) -> list[str]:
+        return [f"{self.id_prefix}{i}" for i in range(len(self.images))]
 
     def batches(self, batch_size: int = 64) -> Iterator[Batch]:
         self._check_batch_size(batch_size)
@@ -258,6 +265,11 @@ class KioskDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def ids(self) -> list[str]:
+        if any("#" in r["file"] for r in self.rows):
+            return super().ids()  # a video may deliver fewer frames than listed
+        return [r["index"] for r in self.rows]
 
     @property
     def bad_reasons(self) -> list[str]:
