@@ -32,8 +32,8 @@ __all__ = [
 def shoplens_metadata_dict(
     contract: PreprocessContract, labels: Sequence[str], *, output: str = "probabilities", **extra: Any
 ) -> dict[str, Any]:
-    if output not in ("probabilities", "logits"):
-        raise ModelError(f"output kind must be 'probabilities' or 'logits', got {output!r}")
+    if output not in ("probabilities", "logits", "embedding"):
+        raise ModelError(f"output kind must be 'probabilities', 'logits' or 'embedding', got {output!r}")
     return {"format": 1, "contract": contract.to_dict(), "labels": list(labels), "output": output, **extra}
 
 

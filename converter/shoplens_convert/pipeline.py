@@ -84,6 +84,7 @@ class ConvertOptions:
     description: str | None = None
     author: str = "ShopLens"
     latency_runs: int = 200
+    embedding: str | None = None  # also export embedding.tflite from this layer ("auto": penultimate)
     show_progress: bool = False
 
     def __post_init__(self) -> None:
@@ -370,7 +371,15 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
             if o.max_drop is not None:
                 msg += f" within the {o.max_drop:g} pt budget"
         report["status"] = {"accepted": True, "message": msg}
-        return ConversionResult(model_bytes, labels, report)
+        extra: dict[str, bytes] = {}
+        if o.embedding:
+            t0 = time.perf_counter()
+            extra["embedding.tflite"], report["embedding"] = _export_embedding(
+                work_model, o, chosen, calibration, work_contract, labels,
+                eval_ds if eval_ds is not None else open_dataset(calib_spec) if calib_spec else None,
+            )  # fmt: skip
+            report["timings_s"]["embedding"] = round(time.perf_counter() - t0, 2)
+        return ConversionResult(model_bytes, labels, report, extra)
     if comparison is None:  # pragma: no cover - status_ok is True without a comparison
         raise ConversionError("internal: a rejected conversion without an accuracy comparison")
     msg = (
@@ -384,3 +393,34 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
 def _check_labels(y: np.ndarray, k: int, spec: str) -> None:
     if y.size and int(y.max()) >= k:
         raise DataError(f"{spec} has label {int(y.max())} but the model predicts {k} classes")
+
+
+def _export_embedding(
+    work_model: Any,
+    o: ConvertOptions,
+    chosen: str,
+    calibration: np.ndarray | None,
+    contract: Any,
+    labels: tuple[str, ...],
+    drift_data: Any,
+) -> tuple[bytes, dict[str, Any]]:
+    """embedding.tflite with the chosen recipe's quantization, and its drift block for the report."""
+    from shoplens_convert.edgetpu_target import make_static
+    from shoplens_convert.embedding import build_embedding_model, embedding_drift
+
+    emb_model, layer = build_embedding_model(work_model, o.embedding or "auto")
+    mode = chosen if chosen in ("float32", "float16", "dynamic") else "int8"
+    raw = quantize(emb_model, mode, calibration=calibration if mode == "int8" else None, io_type=o.io_type,
+                   per_tensor=o.per_tensor)  # fmt: skip
+    if o.target == "edgetpu":
+        raw = make_static(raw)
+    meta = shoplens_metadata_dict(contract, labels, output="embedding", embedding_layer=layer)
+    emb_bytes = embed_shoplens_metadata(compact_model(raw), meta)
+    block: dict[str, Any] = {"file": "embedding.tflite", "layer": layer, "quantization": mode,
+                             "bytes": len(emb_bytes)}  # fmt: skip
+    if chosen in ("qat-int8", "pqat-int8"):
+        block["note"] = "post-training int8 of the pre-QAT backbone (the QAT graph is not split)"
+    if drift_data is not None:
+        block["drift"] = embedding_drift(emb_model, emb_bytes, drift_data, contract)
+        block["drift"]["data"] = drift_data.name
+    return emb_bytes, block

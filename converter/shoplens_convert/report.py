@@ -161,6 +161,18 @@ def render_markdown(r: dict[str, Any]) -> str:
         ]
     if r.get("edgetpu"):
         lines += edgetpu_markdown(r["edgetpu"])
+    if r.get("embedding"):
+        e = r["embedding"]
+        lines += ["", "## Embedding model", f"- `{e['file']}`: layer `{e['layer']}`, {e['quantization']}, "
+                  f"{_kb(e['bytes'])}"]  # fmt: skip
+        d = e.get("drift")
+        if d:
+            ov = next((v for k, v in d.items() if k.startswith("neighbour_overlap")), None)
+            lines.append(
+                f"- float vs quantized on {d['images']} images of {d['data']}: "
+                f"cosine mean {d['cosine_mean']:.4f} "
+                f"(target >= 0.98), 5th percentile {d['cosine_p5']:.4f}; neighbour overlap@10 {ov:.3f}"
+            )
     lines += ["", "## Tools", ", ".join(f"{k} {v}" for k, v in r["tools"].items()), ""]
     return "\n".join(lines)
 

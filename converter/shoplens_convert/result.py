@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from shoplens_convert.report import render_markdown
 
 __all__ = ["OUTPUT_FILES", "ConversionResult", "check_output_dir"]
 
-OUTPUT_FILES = ("model.tflite", "labels.txt", "report.json", "report.md")
+OUTPUT_FILES = ("model.tflite", "labels.txt", "report.json", "report.md", "embedding.tflite")
 
 
 @dataclass
@@ -26,6 +26,7 @@ class ConversionResult:
     model: bytes | None
     labels: tuple[str, ...]
     report: dict[str, Any]
+    extra: dict[str, bytes] = field(default_factory=dict)  # e.g. embedding.tflite
 
     @property
     def accepted(self) -> bool:
@@ -43,6 +44,8 @@ class ConversionResult:
             written["labels"] = atomic_write_text(
                 out / "labels.txt", "\n".join(self.labels) + "\n", overwrite=overwrite
             )
+            for name, data in self.extra.items():
+                written[name] = atomic_write_bytes(out / name, data, overwrite=overwrite)
             written["model"] = atomic_write_bytes(out / "model.tflite", self.model, overwrite=overwrite)
         text = json.dumps(self.report, indent=2, sort_keys=False, default=_json_default) + "\n"
         written["report_json"] = atomic_write_text(out / "report.json", text, overwrite=True)

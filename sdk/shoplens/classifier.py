@@ -75,6 +75,8 @@ def _dequantize(q: np.ndarray, t: TensorInfo) -> np.ndarray:
 class Classifier:
     """Classify camera frames with a TFLite model. Thread-safe; use one per camera or a pool."""
 
+    _embedding_model = False  # the Embedder reuses this class for an (1, D) embedding output
+
     def __init__(self, options: ImageClassifierOptions) -> None:
         if not isinstance(options, ImageClassifierOptions):
             raise UsageError(
@@ -100,7 +102,11 @@ class Classifier:
             raise ModelError(f"{self.model_name} output shape {out.shape} is not (1, K)")
         meta = self.info.shoplens_metadata
         self.contract = resolve_contract(options, meta, inp, self.info.standard_metadata)
-        self.labels = resolve_labels(options, meta, self.info, out.shape[1])
+        if self._embedding_model:
+            self.labels: tuple[str, ...] = ()
+            self.categories = tuple(str(x) for x in (meta or {}).get("labels", ()))
+        else:
+            self.labels = resolve_labels(options, meta, self.info, out.shape[1])
         self.outputs_logits = bool(meta.get("output") == "logits") if meta else False
         self._handle = make_interpreter(
             model, self.info, backend=bo.backend, delegate=bo.delegate, num_threads=bo.num_threads,

@@ -66,6 +66,10 @@ def convert_command(
         typer.Option("--max-drop", help="Fail (exit 1, no model) if top-1 drops more than this, in points."),
     ] = None,
     target: Annotated[str, typer.Option("--target", help="cpu or edgetpu (full-integer only).")] = "cpu",
+    embedding: Annotated[
+        str | None,
+        typer.Option("--embedding", help="Also write embedding.tflite from LAYER ('auto': the pooling)."),
+    ] = None,
     io_type: Annotated[
         str, typer.Option("--io-type", help="int8 model input/output type: uint8 or int8.")
     ] = "uint8",
@@ -103,6 +107,7 @@ def convert_command(
         prune_epochs=prune_epochs, prune_freeze_batchnorm=prune_freeze_bn, qat_epochs=qat_epochs,
         learning_rate=learning_rate, calib_data=calib_data,
         calib_count=calib_count, eval_data=eval_data, max_drop=max_drop, target=target, io_type=io_type,
+        embedding=embedding,
         per_tensor=per_tensor, bake_preprocessing=bake_preprocessing, bake_bgr=bake_bgr,
         unsafe_load=unsafe_load, name=name, version=version, show_progress=show_progress(json_out, quiet),
     )  # fmt: skip

@@ -105,3 +105,23 @@ def kiosk(
         out_console.print(
             f"wrote {len(infos)} kiosk {kind} to {out} ({sum(bad.values())} deliberately bad: {bad})"
         )
+
+
+@app.command("catalog")
+def catalog(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for images/ and products.csv.")],
+    count: Annotated[int, typer.Option("--count", min=1, help="Products to write.")] = 1000,
+    split: Annotated[str, typer.Option("--split", help="Fashion-MNIST split: train or test.")] = "train",
+    seed: Annotated[int, typer.Option("--seed", help="Seed for ids, brands and prices.")] = 11,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing catalog.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Generate a demo product catalog (images + products.csv) from Fashion-MNIST."""
+    from shoplens.data.catalog_gen import generate_catalog
+
+    res = generate_catalog(out, count=count, split=split, seed=seed, overwrite=overwrite,
+                           show_progress=show_progress(json_out))  # fmt: skip
+    if json_out:
+        print_json(res)
+    else:
+        out_console.print(f"wrote {res['products']} products to {out} (products.csv, images/)")

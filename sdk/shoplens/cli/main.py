@@ -24,6 +24,7 @@ from shoplens.cli import (
     edgetpu_cmd,
     eval_cmd,
     inspect_cmd,
+    search_cmd,
 )
 from shoplens.errors import ShopLensError
 
@@ -63,6 +64,8 @@ app.add_typer(bundle_cmd.app)
 app.add_typer(eval_cmd.app)
 app.add_typer(drift_cmd.app)
 app.add_typer(edgetpu_cmd.app, name="edgetpu")
+app.add_typer(search_cmd.index_app, name="index")
+app.add_typer(search_cmd.search_app)
 app.add_typer(classify_cmd.app)
 app.add_typer(inspect_cmd.app)
 

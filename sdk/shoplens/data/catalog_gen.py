@@ -1,0 +1,79 @@
+"""A demo product catalog made from Fashion-MNIST: images plus a products.csv with made-up but
+plausible ids, brands, colours and prices (per-category price bands), from a fixed seed.
+
+    shoplens data catalog --out catalog/ --count 5000 [--split train] [--seed 11]
+
+Written into a temporary directory and renamed into place.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from shoplens._progress import progress
+from shoplens.data.fashion_mnist import FASHION_MNIST_LABELS, load_fashion_mnist
+from shoplens.errors import DataError, OutputExistsError, UsageError
+
+__all__ = ["generate_catalog"]
+
+PRICE_BANDS = {  # euros, per Fashion-MNIST class
+    "T-shirt/top": (9, 39), "Trouser": (29, 99), "Pullover": (24, 89), "Dress": (29, 149),
+    "Coat": (59, 299), "Sandal": (19, 79), "Shirt": (19, 69), "Sneaker": (39, 159),
+    "Bag": (25, 249), "Ankle boot": (49, 199),
+}  # fmt: skip
+BRANDS = ("Northwind", "Lumen", "Alder & Co", "Kestrel", "Monsoon Lane", "Pico", "Verde", "Halvard")
+MATERIALS = ("cotton", "wool", "denim", "leather", "linen", "polyester", "canvas", "suede")
+
+
+def generate_catalog(
+    out_dir: str | Path,
+    *,
+    count: int = 1000,
+    split: str = "train",
+    seed: int = 11,
+    overwrite: bool = False,
+    show_progress: bool = False,
+) -> dict[str, Any]:
+    """Write ``count`` products (images/ and products.csv) into ``out_dir``; returns a summary."""
+    x, y = load_fashion_mnist(split)
+    if not 1 <= count <= len(x):
+        raise UsageError(f"--count must be in 1..{len(x)} for the {split} split, got {count}")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a directory")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise OutputExistsError(f"{out} already exists and is not empty; pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    rng = np.random.default_rng(seed)
+    try:
+        (tmp / "images").mkdir()
+        with (tmp / "products.csv").open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["id", "image", "category", "price", "brand", "material", "source_index"])
+            with progress(show_progress, "writing catalog", count) as bar:
+                for i in range(count):
+                    label = FASHION_MNIST_LABELS[int(y[i])]
+                    lo, hi = PRICE_BANDS[label]
+                    price = round(float(rng.uniform(lo, hi)), 0) - 0.01
+                    pid = f"SL-{100000 + int(rng.integers(0, 900000)):06d}-{i:05d}"
+                    name = f"images/{i:06d}.png"
+                    if not cv2.imwrite(str(tmp / name), x[i]):
+                        raise DataError(f"cannot write {tmp / name}")
+                    w.writerow([pid, name, label, f"{price:.2f}", BRANDS[int(rng.integers(len(BRANDS)))],
+                                MATERIALS[int(rng.integers(len(MATERIALS)))], f"{split}/{i}"])  # fmt: skip
+                    bar.advance(1)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"out": str(out), "products": count, "split": split, "seed": seed}
