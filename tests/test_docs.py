@@ -1,0 +1,122 @@
+"""Docs drift is a bug: every documented command must exist with the options it is shown with,
+every relative link must resolve, and the CLI reference must be regenerated when the CLI changes."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+
+from conftest import ROOT
+from shoplens.cli.main import app
+
+DOCS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
+
+
+def _code_commands(text: str) -> list[str]:
+    """Command lines inside ```bash / ```sh / ``` blocks, continuation lines joined, comments cut."""
+    cmds: list[str] = []
+    for block in re.findall(r"```(?:bash|sh|shell|console)?\n(.*?)```", text, flags=re.S):
+        joined = re.sub(r"\\\n\s*", " ", block)
+        for line in joined.splitlines():
+            line = re.sub(r"\s+#\s.*$", "", line).strip()
+            if line.startswith("$ "):
+                line = line[2:]
+            if line:
+                cmds.append(line)
+    return cmds
+
+
+def _documented(prefixes: tuple[str, ...]) -> list[tuple[str, str]]:
+    out = []
+    for doc in DOCS:
+        for cmd in _code_commands(doc.read_text(encoding="utf-8")):
+            for part in re.split(r"\s*(?:&&|\|\||;|\|)\s*", cmd):
+                if part.startswith(prefixes):
+                    out.append((doc.name, part))
+    return out
+
+
+def _options(command) -> set[str]:
+    names: set[str] = set()
+    for p in command.params:
+        if p.param_type_name == "option":
+            names.update(p.opts)
+            names.update(p.secondary_opts)
+    return names | {"--help", "-h"}
+
+
+SHOPLENS_COMMANDS = _documented(("shoplens ", ".venv/bin/shoplens "))
+
+
+def test_docs_show_many_commands() -> None:
+    assert len(SHOPLENS_COMMANDS) >= 25, len(SHOPLENS_COMMANDS)
+
+
+@pytest.mark.parametrize(
+    ("doc", "line"), SHOPLENS_COMMANDS, ids=[f"{d}:{c[:60]}" for d, c in SHOPLENS_COMMANDS]
+)
+def test_documented_shoplens_command_exists(doc: str, line: str) -> None:
+    tokens = shlex.split(line.split("shoplens ", 1)[1].replace("...", ""))
+    cmd = typer.main.get_command(app)
+    path = ["shoplens"]
+    while tokens and isinstance(getattr(cmd, "commands", None), dict) and tokens[0] in cmd.commands:
+        path.append(tokens[0])
+        cmd = cmd.commands[tokens.pop(0)]
+    if isinstance(getattr(cmd, "commands", None), dict):
+        assert not tokens or tokens[0].startswith("-"), (
+            f"{doc}: unknown command {' '.join(path)} {tokens[0]!r}"
+        )
+        return
+    known = _options(cmd)
+    for tok in tokens:
+        if tok.startswith("-") and not re.fullmatch(r"-\d+(\.\d+)?", tok):
+            name = tok.split("=", 1)[0]
+            if "|" in name or "[" in name:  # a synopsis like [--target cpu|edgetpu]
+                continue
+            assert name in known, f"{doc}: `{' '.join(path)}` has no option {name} (line: {line})"
+
+
+SAMPLE_COMMANDS = _documented((".venv/bin/python sample_apps/", "python sample_apps/"))
+
+
+@pytest.mark.parametrize(("doc", "line"), SAMPLE_COMMANDS, ids=[f"{d}:{c[:60]}" for d, c in SAMPLE_COMMANDS])
+def test_documented_sample_app_command_exists(doc: str, line: str) -> None:
+    tokens = shlex.split(line)
+    script = ROOT / tokens[1]
+    assert script.is_file(), f"{doc}: {tokens[1]} does not exist"
+    if not any(t.startswith("--") for t in tokens[2:]):
+        return
+    helptext = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True,
+                              timeout=60, cwd=ROOT).stdout  # fmt: skip
+    for tok in tokens[2:]:
+        if tok.startswith("--"):
+            assert tok.split("=", 1)[0] in helptext, f"{doc}: {tokens[1]} has no option {tok}"
+
+
+def test_sample_app_docstrings_give_their_commands() -> None:
+    for app_py in (ROOT / "sample_apps").glob("*/app.py"):
+        doc = app_py.read_text(encoding="utf-8").split('"""')[1]
+        assert f"sample_apps/{app_py.parent.name}/app.py" in doc, app_py
+
+
+def test_relative_links_resolve() -> None:
+    broken = []
+    for doc in DOCS:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text(encoding="utf-8")):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            if not (doc.parent / target).exists():
+                broken.append(f"{doc.name} -> {target}")
+    assert not broken, broken
+
+
+def test_cli_reference_is_current() -> None:
+    p = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_cli_docs.py"), "--check"], capture_output=True,
+                       text=True, timeout=60, cwd=ROOT)  # fmt: skip
+    assert p.returncode == 0, p.stderr
