@@ -93,6 +93,7 @@ test: setup lint
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check sdk converter tests sample_apps tools benchmarks device_tests
+	$(VENV)/bin/mypy --strict sdk/shoplens
 
 train-reference: setup
 	$(PY) sample_apps/reference_model/train.py --epochs 12

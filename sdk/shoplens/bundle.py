@@ -152,4 +152,4 @@ def verify_bundle(bundle_dir: str | Path) -> dict[str, Any]:
             raise DataError(f"bundle {d} is missing {rel}")
         if sha256_file(p) != digest:
             raise DataError(f"bundle {d}: {rel} does not match its sha256 in the manifest (tampered?)")
-    return manifest
+    return dict(manifest)

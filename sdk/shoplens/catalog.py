@@ -175,7 +175,8 @@ def build_index(
     ckpt_path = work / "checkpoint.json"
     with Embedder.create_from_model_path(embedder_model) as emb:
         dim = emb.dim
-        state = {"catalog": str(src.path), "fingerprint": src.fingerprint, "model_sha256": model_sha,
+        state: dict[str, Any] = {
+                 "catalog": str(src.path), "fingerprint": src.fingerprint, "model_sha256": model_sha,
                  "dim": dim, "dtype": dtype, "count": src.count, "done": 0, "kept": 0, "skipped": 0,
                  "products_bytes": 0}  # fmt: skip
         resumed = False

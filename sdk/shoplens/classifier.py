@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -62,7 +62,8 @@ log = logging.getLogger("shoplens.classifier")
 def _softmax(x: np.ndarray) -> np.ndarray:
     z = x - x.max()
     e = np.exp(z)
-    return e / e.sum()
+    out: np.ndarray = e / e.sum()
+    return out
 
 
 def _dequantize(q: np.ndarray, t: TensorInfo) -> np.ndarray:
@@ -162,7 +163,7 @@ class Classifier:
     def create_from_options(cls, options: ImageClassifierOptions) -> Classifier:
         return cls(options)
 
-    def __enter__(self) -> Classifier:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -229,7 +230,7 @@ class Classifier:
     def _scores(self, frame: object) -> tuple[np.ndarray | None, QualityVerdict, float, float]:
         """Preprocess into the input buffer, gate, invoke; returns probabilities (or None)."""
         t0 = time.perf_counter()
-        buf = self._input_view()  # type: ignore[misc]
+        buf = self._input_view()
         try:
             self._pre(frame, buf, roi=self.options.roi)
         finally:
@@ -245,7 +246,7 @@ class Classifier:
         t1 = time.perf_counter()
         if not verdict.ok and q.policy is QualityPolicy.REJECT:
             return None, verdict, (t1 - t0) * 1e3, 0.0
-        self._interp.invoke()  # type: ignore[union-attr]
+        self._interp.invoke()
         t2 = time.perf_counter()
         return self._output_scores(), verdict, (t1 - t0) * 1e3, (t2 - t1) * 1e3
 
@@ -271,13 +272,13 @@ class Classifier:
             if self._closed:
                 raise UsageError("this Classifier is closed")
             for i in range(len(x)):
-                self._interp.set_tensor(self._in_index, x[i : i + 1])  # type: ignore[union-attr]
-                self._interp.invoke()  # type: ignore[union-attr]
+                self._interp.set_tensor(self._in_index, x[i : i + 1])
+                self._interp.invoke()
                 out[i] = self._output_scores()
         return out
 
     def _output_scores(self) -> np.ndarray:
-        raw = self._interp.get_tensor(self._out_index)[0]  # type: ignore[union-attr]
+        raw = self._interp.get_tensor(self._out_index)[0]
         scores = _dequantize(raw, self._out_tensor)
         if self.outputs_logits or scores.min() < -1e-3 or scores.max() > 1 + 1e-3:
             scores = _softmax(scores)
@@ -325,7 +326,7 @@ class Classifier:
                 self._shown = best
         if ts is not None:
             self._last_ts = ts
-        return self._ema, self._shown  # type: ignore[return-value]
+        return self._ema, self._shown
 
     def _check_ts(self, ts_ms: int) -> int:
         if not isinstance(ts_ms, (int, np.integer)) or isinstance(ts_ms, bool):

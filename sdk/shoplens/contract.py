@@ -51,7 +51,7 @@ def _enum(cls: type[Enum], value: Any, what: str) -> Any:
     try:
         return cls(value)
     except ValueError:
-        choices = ", ".join(str(m.value) for m in cls)  # type: ignore[attr-defined]
+        choices = ", ".join(str(m.value) for m in cls)
         raise UsageError(f"unknown {what} {value!r}; choose one of: {choices}") from None
 
 
@@ -187,7 +187,7 @@ class PreprocessContract:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def replace(self, **changes: Any) -> PreprocessContract:
-        d = {
+        d: dict[str, Any] = {
             "height": self.height,
             "width": self.width,
             "channels": self.channels,

@@ -62,10 +62,12 @@ def to_probabilities(scores: np.ndarray) -> np.ndarray:
     if not np.isfinite(s).all():
         raise DataError("scores contain NaN or inf values")
     if s.size and s.min() >= -1e-3 and s.max() <= 1 + 1e-3 and np.allclose(s.sum(axis=1), 1.0, atol=0.05):
-        return np.clip(s, 0.0, 1.0)
+        clipped: np.ndarray = np.clip(s, 0.0, 1.0)
+        return clipped
     z = s - s.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    probs: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return probs
 
 
 # -- models -----------------------------------------------------------------------------------
@@ -133,7 +135,9 @@ def open_model(
         from shoplens_convert.drift_model import KerasDriftModel
     except DependencyError as exc:
         raise DependencyError(f"a Keras reference needs TensorFlow: {exc.message}") from None
-    return KerasDriftModel(p, contract_path=contract_path, labels_path=labels_path, unsafe_load=unsafe_load)
+    model: DriftModel = KerasDriftModel(p, contract_path=contract_path, labels_path=labels_path,
+                                        unsafe_load=unsafe_load)  # fmt: skip
+    return model
 
 
 # -- device outputs ---------------------------------------------------------------------------
@@ -588,7 +592,8 @@ def _kl(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     eps = 1e-7
     p = np.clip(p, eps, 1.0)
     q = np.clip(q, eps, 1.0)
-    return np.sum(p * (np.log(p) - np.log(q)), axis=1)
+    kl: np.ndarray = np.sum(p * (np.log(p) - np.log(q)), axis=1)
+    return kl
 
 
 def _scores_for(model: DriftModel, pre: Preprocessor, batch: Batch, buf: np.ndarray) -> np.ndarray:
@@ -709,7 +714,7 @@ def run_drift(
             ad = np.abs(rs - cs)
             ad_sum += float(ad.mean(axis=1).sum())
             ad_max = max(ad_max, float(ad.max()))
-            for j in np.flatnonzero(~same):
+            for j in np.flatnonzero(~same).tolist():
                 disagreeing_total += 1
                 if len(disagreeing) < MAX_LISTED_IDS:
                     disagreeing.append(batch.ids[j])

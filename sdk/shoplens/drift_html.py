@@ -63,9 +63,9 @@ def _heat(matrix: list[list[int]], labels: list[str], title: str) -> str:
                     f'<text x="{x + cell / 2}" y="{y + cell / 2 + 4}" text-anchor="middle">{v}</text>'
                 )
     for j, name in enumerate(labels):
-        x = left + j * cell + cell / 2
+        cx = left + j * cell + cell / 2
         parts.append(
-            f'<text x="{x}" y="{top + size + 8}" transform="rotate(55 {x} {top + size + 8})">'
+            f'<text x="{cx}" y="{top + size + 8}" transform="rotate(55 {cx} {top + size + 8})">'
             f"{escape(name)}</text>"
         )
     parts.append(f'<text x="{left + size / 2}" y="{top + size + 105}" text-anchor="middle" class="muted">'

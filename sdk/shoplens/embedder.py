@@ -78,7 +78,7 @@ class Embedder(Classifier):
         return f"Embedder(model={self.model_name!r}, dim={self.dim}, contract={self.contract.describe()!r})"
 
     def _output_scores(self) -> np.ndarray:
-        raw = self._interp.get_tensor(self._out_index)[0]  # type: ignore[union-attr]
+        raw = self._interp.get_tensor(self._out_index)[0]
         v = _dequantize(raw, self._out_tensor).astype(np.float32)
         n = float(np.linalg.norm(v))
         return v / n if n > 0 else v
@@ -115,4 +115,4 @@ class Embedder(Classifier):
     def _not_a_classifier(self, *args: Any, **kwargs: Any) -> Any:
         raise UsageError("an Embedder embeds; use embed()/embed_for_video(), or a Classifier to classify")
 
-    classify = classify_batch = classify_for_video = classify_async = _not_a_classifier  # type: ignore[assignment]
+    classify = classify_batch = classify_for_video = classify_async = _not_a_classifier

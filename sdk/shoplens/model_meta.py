@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shoplens.contract import PreprocessContract
+from shoplens.contract import ColorOrder, CropMode, Interpolation, PreprocessContract
 from shoplens.data.datasets import read_labels_file
 from shoplens.errors import DataError, ModelError
 from shoplens.options import ImageClassifierOptions
@@ -56,8 +56,8 @@ def contract_from_standard_metadata(std: dict[str, Any] | None, inp: TensorInfo)
         return None
     _, h, w, ch = inp.shape
     return PreprocessContract(
-        h, w, ch, color_order="GRAY" if ch == 1 else "RGB", mean=tuple(std["mean"]), std=tuple(std["std"]),
-        interpolation="linear", crop="stretch",
+        h, w, ch, color_order=ColorOrder.GRAY if ch == 1 else ColorOrder.RGB, mean=tuple(std["mean"]),
+        std=tuple(std["std"]), interpolation=Interpolation.LINEAR, crop=CropMode.STRETCH,
     )  # fmt: skip
 
 

@@ -63,23 +63,23 @@ class _Buf:
 
     def i8(self, pos: int) -> int:
         self._need(pos, 1)
-        return struct.unpack_from("<b", self.data, pos)[0]
+        return int(struct.unpack_from("<b", self.data, pos)[0])
 
     def u16(self, pos: int) -> int:
         self._need(pos, 2)
-        return struct.unpack_from("<H", self.data, pos)[0]
+        return int(struct.unpack_from("<H", self.data, pos)[0])
 
     def i32(self, pos: int) -> int:
         self._need(pos, 4)
-        return struct.unpack_from("<i", self.data, pos)[0]
+        return int(struct.unpack_from("<i", self.data, pos)[0])
 
     def u32(self, pos: int) -> int:
         self._need(pos, 4)
-        return struct.unpack_from("<I", self.data, pos)[0]
+        return int(struct.unpack_from("<I", self.data, pos)[0])
 
     def u64(self, pos: int) -> int:
         self._need(pos, 8)
-        return struct.unpack_from("<Q", self.data, pos)[0]
+        return int(struct.unpack_from("<Q", self.data, pos)[0])
 
 
 class _Table:
@@ -376,9 +376,10 @@ def read_model_info(model: str | Path | bytes) -> ModelInfo:
             idx = op.scalar(0, "u32")
             if idx >= len(codes):
                 raise ModelError(f"{where}: operator {k} uses opcode {idx} of {len(codes)}")
-            name, ver, custom = codes[idx]
+            op_name, ver, is_custom = codes[idx]
             ops.append(
-                OpInfo(k, name, ver, tuple(op.vector_i32(1)), tuple(op.vector_i32(2)), custom, op.table(4))
+                OpInfo(k, op_name, ver, tuple(op.vector_i32(1)), tuple(op.vector_i32(2)), is_custom,
+                       op.table(4))
             )
         buffers = root.vector_tables(4)
         sizes = []

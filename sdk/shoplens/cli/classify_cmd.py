@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -54,7 +54,7 @@ def _frames(
     return iter([(str(source), read_image(source))]), 1
 
 
-def _capture(cap, name: str, stop_on_end: bool = False) -> Iterator[tuple[str, np.ndarray | None]]:
+def _capture(cap: Any, name: str, stop_on_end: bool = False) -> Iterator[tuple[str, np.ndarray | None]]:
     i = 0
     misses = 0
     try:
@@ -98,15 +98,16 @@ def classify_command(
     """Classify an image, every image in a folder, a video, or a live camera."""
     from shoplens.classifier import BaseOptions, Classifier, ClassifierOptions, ImageClassifierOptions
     from shoplens.contract import PreprocessContract
-    from shoplens.quality import QualityOptions
+    from shoplens.options import RunningMode
+    from shoplens.quality import QualityOptions, QualityPolicy
 
     streaming = source is None or (source.suffix.lower() in VIDEO_EXTENSIONS)
     mode = "video" if (smooth and streaming) else "image"
     opts = ImageClassifierOptions(
         BaseOptions(model_asset_path=model, num_threads=threads, delegate=delegate),
         classifier_options=ClassifierOptions(max_results=top_k),
-        running_mode=mode,
-        quality=QualityOptions(policy=quality),
+        running_mode=RunningMode(mode),
+        quality=QualityOptions(policy=QualityPolicy(quality)),
         labels_path=labels,
         contract=PreprocessContract.load(contract) if contract else None,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -27,7 +27,7 @@ def info(
     for batch in ds.batches(256):
         np.add.at(counts, batch.labels, 1)
         n += len(batch)
-    result = {
+    result: dict[str, Any] = {
         "spec": spec,
         "name": ds.name,
         "images": n,

@@ -123,11 +123,13 @@ def drift_command(
     import json
 
     from shoplens._atomic import atomic_write_text
+    from shoplens.data.datasets import Dataset
     from shoplens.data.spec import open_dataset
     from shoplens.drift import BundleDataset, DeviceOutputs, open_model, run_drift
     from shoplens.drift_html import render_html
 
     score_tolerance = None
+    dataset: Dataset | None
     if bundle is not None:
         if device_outputs is None:
             raise UsageError("--bundle needs --device-outputs FILE (the scores your device computed)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -13,7 +13,7 @@ from shoplens.cli._common import out_console, print_json
 app = typer.Typer(help="Edge TPU: pre-flight mapping report and compilation.", no_args_is_help=True)
 
 
-def _print_preflight(pf_dict: dict, verbose: bool) -> None:
+def _print_preflight(pf_dict: dict[str, Any], verbose: bool) -> None:
     t = Table(title=f"Edge TPU pre-flight: {pf_dict['model']}")
     for col in ("#", "op", "v", "verdict", "MACs", "reason"):
         t.add_column(col, justify="right" if col in ("#", "v", "MACs") else "left")

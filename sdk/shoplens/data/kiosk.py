@@ -99,7 +99,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         tex = cv2.resize(
             rng.normal(0, 1, (gh, gw)).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR
         )
-        tex *= rng.uniform(4, 14)
+        tex = tex * np.float32(rng.uniform(4, 14))
     elif kind == 1:  # stripes (wood, shelving)
         period = rng.uniform(0.04, 0.15) * min(h, w)
         angle = rng.uniform(0, math.pi)
@@ -141,8 +141,8 @@ def _motion_kernel(length: int, angle: float) -> np.ndarray:
     k = np.zeros((length, length), np.float32)
     k[length // 2, :] = 1.0
     rot = cv2.getRotationMatrix2D((length / 2 - 0.5, length / 2 - 0.5), angle, 1.0)
-    k = cv2.warpAffine(k, rot, (length, length))
-    return k / max(float(k.sum()), 1e-6)
+    rotated = np.asarray(cv2.warpAffine(k, rot, (length, length)), np.float32)
+    return rotated / max(float(rotated.sum()), 1e-6)
 
 
 def render_scene(
@@ -321,7 +321,7 @@ def generate_kiosk(
     writer = None
     if video:
         writer = cv2.VideoWriter(
-            str(out / VIDEO_NAME), cv2.VideoWriter_fourcc(*"MJPG"), fps, (cfg.width, cfg.height)
+            str(out / VIDEO_NAME), cv2.VideoWriter.fourcc(*"MJPG"), fps, (cfg.width, cfg.height)
         )
         if not writer.isOpened():
             raise DataError(f"cannot open a video writer for {out / VIDEO_NAME}")

@@ -144,11 +144,11 @@ def _activation(op: OpInfo, field_index: int) -> str:
 
 def _reduction_problem(info: ModelInfo, op: OpInfo) -> str:
     data, axes_t = info.tensors[op.inputs[0]], info.tensors[op.inputs[1]]
-    axes = _const_ints(info, axes_t)
-    if axes is None:
+    raw_axes = _const_ints(info, axes_t)
+    if raw_axes is None:
         return "the reduction axes are not a constant"
     rank = len(data.shape)
-    axes = [(int(a) + rank) % rank for a in axes]
+    axes = [(int(a) + rank) % rank for a in raw_axes]
     if 0 in axes and rank > 1:
         return "reduces along the batch dimension"
     if rank - 1 in axes and data.shape[-1] % 4:
