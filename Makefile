@@ -10,7 +10,7 @@ DEMO_OUT ?= out/demo
 PYTEST_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help setup data browser demo test lint clean train-reference bench
+.PHONY: help setup data browser demo test lint clean train-reference bench fuzz soak
 
 help:
 	@echo "make demo   - set up .venv and run the main job end to end on the built-in data"
@@ -100,6 +100,15 @@ train-reference: setup
 
 clean:
 	rm -rf $(VENV) $(VENV_TFLRT) out build *.egg-info .pytest_cache .ruff_cache .mypy_cache
+
+# Untrusted models and frames: 5,000 mutated models through an isolated worker, 20,000 fuzzed frames.
+fuzz: setup
+	$(PY) -m benchmarks.fuzz_models --n 5000 --seed 2
+	SHOPLENS_FUZZ_EXAMPLES=20000 $(PY) -m pytest tests/test_fuzz_frames.py -q -p no:cacheprovider
+
+# A million frames through one LIVE_STREAM classifier: RSS, frame accounting, latency drift.
+soak: setup
+	$(PY) -m benchmarks.soak --frames 1000000
 
 # Speed and memory targets are checked here, never as timed tests. Writes docs/benchmarks.md.
 bench: setup

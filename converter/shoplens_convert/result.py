@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from shoplens._atomic import atomic_write_bytes, atomic_write_text, ensure_output_dir
+from shoplens._atomic import atomic_write_many, check_target, ensure_output_dir
 from shoplens.errors import DriftGateFailed, OutputExistsError, UsageError
 from shoplens_convert.report import render_markdown
 
@@ -39,19 +39,21 @@ class ConversionResult:
         but one, so a reader never finds a model without its labels.
         """
         out = check_output_dir(out_dir, overwrite=overwrite)
-        written: dict[str, Path] = {}
+        files: dict[str, bytes] = {}
         if self.model is not None:
-            written["labels"] = atomic_write_text(
-                out / "labels.txt", "\n".join(self.labels) + "\n", overwrite=overwrite
-            )
-            for name, data in self.extra.items():
-                written[name] = atomic_write_bytes(out / name, data, overwrite=overwrite)
-            written["model"] = atomic_write_bytes(out / "model.tflite", self.model, overwrite=overwrite)
+            files["labels.txt"] = ("\n".join(self.labels) + "\n").encode("utf-8")
+            files.update(self.extra)
+            files["model.tflite"] = self.model
+            for name in files:
+                check_target(out / name, overwrite)
         text = json.dumps(self.report, indent=2, sort_keys=False, default=_json_default) + "\n"
-        written["report_json"] = atomic_write_text(out / "report.json", text, overwrite=True)
-        written["report_md"] = atomic_write_text(
-            out / "report.md", render_markdown(self.report), overwrite=True
-        )
+        files["report.json"] = text.encode("utf-8")
+        files["report.md"] = render_markdown(self.report).encode("utf-8")
+        # all or nothing: a full disk leaves the previous model, labels and reports as they were
+        paths = atomic_write_many(out, files, overwrite=True)
+        keys = {"labels.txt": "labels", "model.tflite": "model", "report.json": "report_json",
+                "report.md": "report_md"}  # fmt: skip
+        written = {keys.get(k, k): v for k, v in paths.items()}
         return written
 
     def raise_for_status(self) -> None:

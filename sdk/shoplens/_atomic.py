@@ -11,7 +11,14 @@ from pathlib import Path
 
 from shoplens.errors import DataError, OutputExistsError
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "ensure_output_dir"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_many",
+    "atomic_write_text",
+    "check_target",
+    "ensure_output_dir",
+]
 
 
 def _umask() -> int:
@@ -34,7 +41,7 @@ def ensure_output_dir(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def _check_target(target: Path, overwrite: bool) -> None:
+def check_target(target: Path, overwrite: bool) -> None:
     if target.is_dir():
         raise OutputExistsError(f"{target} is a directory; give a file path")
     if target.exists() and not overwrite:
@@ -50,7 +57,7 @@ def atomic_path(target: str | os.PathLike[str], *, overwrite: bool = False) -> I
     On any exception the temporary file is removed and ``target`` is left as it was.
     """
     target = Path(target)
-    _check_target(target, overwrite)
+    check_target(target, overwrite)
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
         raise DataError(f"directory {parent} does not exist; create it first")
@@ -80,6 +87,45 @@ def atomic_write_bytes(target: str | os.PathLike[str], data: bytes, *, overwrite
         except OSError as exc:
             raise DataError(f"cannot write {target}: {exc.strerror or exc}") from None
     return Path(target)
+
+
+def atomic_write_many(
+    directory: str | os.PathLike[str], files: dict[str, bytes], *, overwrite: bool = False
+) -> dict[str, Path]:
+    """Write several files so that either all of them are replaced or none is.
+
+    Every file is first written and fsynced under a temporary name in ``directory``; only when
+    all of them are on disk are they renamed into place (renames do not need space). A full disk
+    or any other failure removes the temporaries and leaves the previous files untouched.
+    """
+    d = Path(directory)
+    for name in files:
+        check_target(d / name, overwrite)
+    tmps: dict[str, Path] = {}
+    try:
+        for name, data in files.items():
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=d)
+            tmps[name] = Path(tmp_name)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp_name, 0o666 & ~_umask())
+    except OSError as exc:
+        for t in tmps.values():
+            with contextlib.suppress(OSError):
+                t.unlink()
+        raise DataError(
+            f"cannot write {d}: {exc.strerror or exc}; the previous outputs are unchanged"
+        ) from None
+    except BaseException:
+        for t in tmps.values():
+            with contextlib.suppress(OSError):
+                t.unlink()
+        raise
+    for name, t in tmps.items():
+        os.replace(t, d / name)
+    return {name: d / name for name in files}
 
 
 def atomic_write_text(target: str | os.PathLike[str], text: str, *, overwrite: bool = False) -> Path:

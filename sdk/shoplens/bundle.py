@@ -31,7 +31,72 @@ from shoplens._atomic import sha256_file
 from shoplens._version import __version__
 from shoplens.errors import DataError, OutputExistsError, UsageError
 
-__all__ = ["BUNDLE_FORMAT", "verify_bundle", "write_bundle"]
+__all__ = [
+    "BUNDLE_FORMAT",
+    "SIGNATURE_FILE",
+    "sign_manifest",
+    "verify_bundle",
+    "verify_signature",
+    "write_bundle",
+]
+
+SIGNATURE_FILE = "manifest.sig"  # detached Ed25519 signature of manifest.json's bytes
+
+
+def _crypto() -> Any:
+    try:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+    except ImportError:
+        from shoplens.errors import DependencyError
+
+        raise DependencyError(
+            "bundle signatures need the cryptography package: pip install 'shoplens[sign]'"
+        ) from None
+    return serialization, ed25519
+
+
+def _load_key(key: str | Path | bytes, private: bool) -> Any:
+    serialization, ed25519 = _crypto()
+    data = key if isinstance(key, bytes) else Path(key).read_bytes()
+    kind = "private" if private else "public"
+    try:
+        if private:
+            k = serialization.load_pem_private_key(data, password=None)
+            ok = isinstance(k, ed25519.Ed25519PrivateKey)
+        else:
+            k = serialization.load_pem_public_key(data)
+            ok = isinstance(k, ed25519.Ed25519PublicKey)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"cannot read the Ed25519 {kind} key: {exc}") from None
+    if not ok:
+        raise DataError(f"the {kind} key is not an Ed25519 key (PEM)")
+    return k
+
+
+def sign_manifest(bundle_dir: str | Path, private_key: str | Path | bytes) -> Path:
+    """Write ``manifest.sig``: the Ed25519 signature of ``manifest.json`` with a PEM private key."""
+    d = Path(bundle_dir)
+    sig = _load_key(private_key, private=True).sign((d / "manifest.json").read_bytes())
+    (d / SIGNATURE_FILE).write_bytes(sig)
+    return d / SIGNATURE_FILE
+
+
+def verify_signature(bundle_dir: str | Path, public_key: str | Path | bytes) -> None:
+    """DataError unless ``manifest.sig`` is a valid signature of ``manifest.json`` by ``public_key``."""
+    from cryptography.exceptions import InvalidSignature
+
+    d = Path(bundle_dir)
+    key = _load_key(public_key, private=False)
+    sig_path = d / SIGNATURE_FILE
+    if not sig_path.is_file():
+        raise DataError(f"bundle {d} is not signed (no {SIGNATURE_FILE}) but a public key was given")
+    try:
+        key.verify(sig_path.read_bytes(), (d / "manifest.json").read_bytes())
+    except InvalidSignature:
+        raise DataError(
+            f"bundle {d}: the signature does not match manifest.json (tampered, or another key)"
+        ) from None
 
 BUNDLE_FORMAT = 1
 DEFAULT_BUDGETS = {
@@ -50,8 +115,13 @@ def write_bundle(
     seed: int = 2026,
     budgets: dict[str, float] | None = None,
     overwrite: bool = False,
+    signing_key: str | Path | bytes | None = None,
 ) -> dict[str, Any]:
-    """Write a bundle for ``model_path`` into ``out_dir``; returns the manifest."""
+    """Write a bundle for ``model_path`` into ``out_dir``; returns the manifest.
+
+    With ``signing_key`` (an Ed25519 private key, PEM), ``manifest.sig`` signs the manifest, which
+    holds the sha256 of every other file: a device holding the public key can trust the bundle.
+    """
     from shoplens.classifier import Classifier
     from shoplens.data.fashion_mnist import load_fashion_mnist
     from shoplens.data.kiosk import render_scene
@@ -118,6 +188,8 @@ def write_bundle(
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         manifest["files"] = {str(p.relative_to(tmp)): sha256_file(p) for p in files}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        if signing_key is not None:
+            sign_manifest(tmp, signing_key)
         os.chmod(tmp, 0o755)
         if out.exists():
             old = out.with_name(f".{out.name}.old")
@@ -133,8 +205,11 @@ def write_bundle(
     return manifest
 
 
-def verify_bundle(bundle_dir: str | Path) -> dict[str, Any]:
-    """The bundle's manifest, after checking the sha256 of every file it lists."""
+def verify_bundle(
+    bundle_dir: str | Path, *, public_key: str | Path | bytes | None = None
+) -> dict[str, Any]:
+    """The bundle's manifest, after checking its signature (with ``public_key``) and the sha256 of
+    every file it lists."""
     d = Path(bundle_dir)
     mpath = d / "manifest.json"
     if not mpath.is_file():
@@ -144,6 +219,8 @@ def verify_bundle(bundle_dir: str | Path) -> dict[str, Any]:
         files = manifest["files"]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DataError(f"{mpath} is unreadable or malformed: {exc}") from None
+    if public_key is not None:
+        verify_signature(d, public_key)
     if manifest.get("format") != BUNDLE_FORMAT:
         raise DataError(f"{d}: bundle format {manifest.get('format')!r}, this ShopLens reads {BUNDLE_FORMAT}")
     for rel, digest in files.items():

@@ -39,7 +39,7 @@ from shoplens.options import (
 )
 from shoplens.preprocess import InputQuantization, Preprocessor
 from shoplens.quality import UNCHECKED, QualityPolicy, QualityVerdict, gate_frame
-from shoplens.runtime import make_interpreter
+from shoplens.runtime import Backend, make_interpreter
 from shoplens.tflite_model import TensorInfo, read_model_info
 
 __all__ = [
@@ -88,6 +88,11 @@ class Classifier:
         model = bo.model_asset_buffer if bo.model_asset_buffer is not None else Path(bo.model_asset_path)  # type: ignore[arg-type]
         self.model_name = "<bytes>" if bo.model_asset_buffer is not None else str(bo.model_asset_path)
         self.info = read_model_info(model)
+        if bo.probe_in_subprocess:
+            from shoplens._probe import probe_model
+
+            backend = bo.backend.value if isinstance(bo.backend, Backend) else str(bo.backend)
+            probe_model(model, backend=backend)
         if len(self.info.inputs) != 1:
             raise ModelError(
                 f"{self.model_name} has {len(self.info.inputs)} inputs; a classifier needs exactly one"
@@ -158,6 +163,23 @@ class Classifier:
             raise ModelError(f"model {p} does not exist")
         base_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in BaseOptions.__dataclass_fields__}
         return cls(ImageClassifierOptions(BaseOptions(model_asset_path=p, **base_kw), **kwargs))
+
+    @classmethod
+    def create_from_bundle(
+        cls, bundle_dir: str | Path, *, public_key: str | Path | bytes | None = None, probe: bool = True,
+        **kwargs: Any,
+    ) -> Self:
+        """Load a bundle's model only after its manifest checks out: the sha256 of every file, and
+        with ``public_key`` (Ed25519, PEM) the detached signature ``manifest.sig``. ``probe`` loads
+        and runs the model once in a child process first, so even a model that crashes the
+        runtime cannot take the kiosk down. Keyword arguments go to ImageClassifierOptions."""
+        from shoplens.bundle import verify_bundle
+
+        d = Path(bundle_dir)
+        verify_bundle(d, public_key=public_key)
+        base_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in BaseOptions.__dataclass_fields__}
+        base = BaseOptions(model_asset_path=d / "model.tflite", probe_in_subprocess=probe, **base_kw)
+        return cls(ImageClassifierOptions(base, **kwargs))
 
     @classmethod
     def create_from_options(cls, options: ImageClassifierOptions) -> Classifier:
@@ -246,9 +268,18 @@ class Classifier:
         t1 = time.perf_counter()
         if not verdict.ok and q.policy is QualityPolicy.REJECT:
             return None, verdict, (t1 - t0) * 1e3, 0.0
-        self._interp.invoke()
+        self._invoke()
         t2 = time.perf_counter()
         return self._output_scores(), verdict, (t1 - t0) * 1e3, (t2 - t1) * 1e3
+
+    def _invoke(self) -> None:
+        try:
+            self._interp.invoke()
+        except (RuntimeError, ValueError) as exc:  # a malformed model that passed the checks
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ModelError(
+                f"{self.model_name}: the interpreter failed to run the model: {first[:300]}"
+            ) from None
 
     @property
     def preprocessor(self) -> Preprocessor:
@@ -273,7 +304,7 @@ class Classifier:
                 raise UsageError("this Classifier is closed")
             for i in range(len(x)):
                 self._interp.set_tensor(self._in_index, x[i : i + 1])
-                self._interp.invoke()
+                self._invoke()
                 out[i] = self._output_scores()
         return out
 

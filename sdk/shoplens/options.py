@@ -49,6 +49,7 @@ class BaseOptions:
     device: str | None = None  # Edge TPU: "usb", "pci", ":N"
     fallback_to_cpu: bool = False
     backend: Backend | str = Backend.AUTO
+    probe_in_subprocess: bool = False  # load and run once in a child first (untrusted model files)
 
     def __post_init__(self) -> None:
         if (self.model_asset_path is None) == (self.model_asset_buffer is None):

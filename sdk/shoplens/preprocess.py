@@ -226,8 +226,10 @@ class Preprocessor:
         interp = _CV_INTERP[c.interpolation]
         is_float = f.dtype != np.uint8
         work_dtype = np.dtype(np.float32) if is_float else np.dtype(np.uint8)
-        if is_float and f.dtype != np.float32:
-            view = view.astype(np.float32)
+        if is_float:
+            # clip before resizing: a huge finite value (or float64 beyond float32's range) would
+            # become inf, and area/linear resizing of inf next to -inf gives NaN (found by fuzzing)
+            view = np.clip(view, 0.0, 1.0).astype(np.float32, copy=False)
         rshape = (H, W) if src_c == 1 else (H, W, src_c)
         resized = self._buf("resize", rshape, work_dtype)
         if c.crop is CropMode.LETTERBOX:

@@ -300,6 +300,55 @@ class ModelInfo:
         }
 
 
+_ITEMSIZE = {"float32": 4, "float16": 2, "int32": 4, "uint8": 1, "int64": 8, "bool": 1, "int16": 2,
+             "int8": 1, "float64": 8, "uint64": 8, "uint32": 4, "uint16": 2}  # fmt: skip
+_ZP_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
+MAX_TENSOR_BYTES = 1 << 30  # a declared activation larger than 1 GiB is refused before allocation
+
+
+def _check_tensor(t: TensorInfo, tab: _Table, sizes: list[int], where: str) -> None:
+    """Refuse what the interpreter would abort or overflow on (found by fuzzing, docs/reliability.md)."""
+    if any(d < 0 for d in t.shape):
+        raise ModelError(f"{where}: tensor {t.index} has a negative dimension {list(t.shape)}")
+    n = 1
+    for d in t.shape:
+        n *= d
+    nbytes = n * _ITEMSIZE.get(t.dtype, 1)
+    if not 0 <= t.buffer < len(sizes):
+        raise ModelError(f"{where}: tensor {t.index} refers to buffer {t.buffer} of {len(sizes)}")
+    const = sizes[t.buffer]
+    if const and t.dtype in _ITEMSIZE and const != nbytes and not tab.has(6):  # field 6: sparse encoding
+        raise ModelError(
+            f"{where}: tensor {t.index} {list(t.shape)} {t.dtype} needs {nbytes} bytes "
+            f"but its buffer holds {const}"
+        )
+    if nbytes > MAX_TENSOR_BYTES:
+        raise ModelError(
+            f"{where}: tensor {t.index} declares {list(t.shape)} ({nbytes / 2**30:.1f} GiB); refused"
+        )
+    q = tab.table(4)
+    if q is None:
+        return
+    scales, zps = q.vector_f32(2), q.vector_i64(3)
+    if not scales and not zps:
+        return
+    if len(scales) != len(zps) or not scales:
+        raise ModelError(
+            f"{where}: tensor {t.index} has {len(scales)} quantization scales and {len(zps)} zero points"
+        )
+    if any(not (s > 0 and s < float("inf")) for s in scales):
+        raise ModelError(f"{where}: tensor {t.index} has a quantization scale that is not finite and > 0")
+    lo, hi = _ZP_RANGE.get(t.dtype, (-(1 << 31), (1 << 31) - 1))
+    if any(not lo <= z <= hi for z in zps):
+        raise ModelError(f"{where}: tensor {t.index} has a zero point outside the {t.dtype} range")
+    if len(scales) > 1:
+        dim = q.scalar(6, "i32")
+        if not 0 <= dim < len(t.shape) or t.shape[dim] != len(scales):
+            raise ModelError(
+                f"{where}: tensor {t.index} has {len(scales)} per-channel scales for shape {list(t.shape)}"
+            )
+
+
 def _tensor(i: int, t: _Table) -> TensorInfo:
     shape = tuple(t.vector_i32(0))
     sig = tuple(t.vector_i32(7)) or shape
@@ -362,7 +411,8 @@ def read_model_info(model: str | Path | bytes) -> ModelInfo:
         if not subgraphs:
             raise ModelError(f"{where} has no subgraph")
         sg = subgraphs[0]
-        tensors = [_tensor(i, t) for i, t in enumerate(sg.vector_tables(0))]
+        tensor_tables = sg.vector_tables(0)
+        tensors = [_tensor(i, t) for i, t in enumerate(tensor_tables)]
 
         def pick(indices: list[int]) -> list[TensorInfo]:
             for i in indices:
@@ -386,6 +436,8 @@ def read_model_info(model: str | Path | bytes) -> ModelInfo:
         for b in buffers:
             n = b._vector(0, 1)[1] if b.has(0) else 0
             sizes.append(n if n else b.scalar(2, "u64"))
+        for ti, tt in zip(tensors, tensor_tables, strict=True):
+            _check_tensor(ti, tt, sizes, where)
         metadata: dict[str, bytes] = {}
         for m in root.vector_tables(6):
             name = m.string(0) or ""

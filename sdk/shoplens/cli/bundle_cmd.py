@@ -19,12 +19,15 @@ def bundle_command(
     frames: Annotated[int, typer.Option("--frames", min=1, max=1000, help="Golden frames.")] = 16,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the kiosk frame generator.")] = 2026,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle.")] = False,
+    sign_key: Annotated[
+        Path | None, typer.Option("--sign-key", help="Ed25519 private key (PEM): write manifest.sig.")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Write golden frames with the input tensors and scores computed here, for on-device checks."""
     from shoplens.bundle import write_bundle
 
-    manifest = write_bundle(model, out, frames=frames, seed=seed, overwrite=overwrite)
+    manifest = write_bundle(model, out, frames=frames, seed=seed, overwrite=overwrite, signing_key=sign_key)
     if json_out:
         print_json(manifest)
     else:
