@@ -25,6 +25,8 @@ REF = ROOT / "sample_apps" / "reference_model" / "product_cnn.keras"
 # (row, recipe, prune, target description)
 ROWS: list[tuple[str, str, float | None, str]] = [
     ("float32", "float32", None, "baseline"),
+    ("float16", "float16", None, ""),
+    ("dynamic", "dynamic", None, ""),
     ("int8", "int8", None, "bytes <= 0.30x float32; drop <= 0.5 pt; convert < 2 min"),
     ("int8 per-tensor", "int8", None, "bytes <= 0.30x float32 (per-tensor)"),
     ("qat-int8", "qat-int8", None, "drop <= 0.3 pt"),
@@ -32,7 +34,15 @@ ROWS: list[tuple[str, str, float | None, str]] = [
     ("prune 50 % + pqat-int8", "pqat-int8", 0.5, "drop <= 0.3 pt; sparsity kept"),
     ("prune 75 % + int8", "int8", 0.75, "gzip <= 0.12x float32 gzip"),
     ("prune 75 % + int8 per-tensor", "int8", 0.75, "gzip <= 0.12x float32 gzip (per-tensor)"),
+    ("auto --max-drop 0.5", "auto", None, "the smallest candidate within 0.5 pt"),
 ]
+
+
+def _predictions(model: bytes, eval_spec: str) -> list[int]:
+    from shoplens.data.spec import open_dataset
+    from shoplens_convert.guard import evaluate_tflite
+
+    return evaluate_tflite(model, open_dataset(eval_spec)).predictions.tolist()
 
 
 def run(quick: bool, train_n: int, epochs: int, only: list[str] | None) -> dict[str, Any]:
@@ -53,6 +63,7 @@ def run(quick: bool, train_n: int, epochs: int, only: list[str] | None) -> dict[
             calib_data="fashion-mnist:train:300",
             eval_data=eval_spec,
             per_tensor=label.endswith("per-tensor"),
+            max_drop=0.5 if recipe == "auto" else None,
             latency_runs=200,
             show_progress=True,
         )
@@ -64,6 +75,11 @@ def run(quick: bool, train_n: int, epochs: int, only: list[str] | None) -> dict[
         )
         r = result.report
         acc = r["accuracy"]
+        assert result.model is not None, r["status"]
+        from benchmarks.where_int8_pays import time_invoke
+
+        preds = _predictions(result.model, eval_spec)
+        timing = {f"t{t}": time_invoke(result.model, t, runs=100 if quick else 500) for t in (1, 2)}
         row = {
             "row": label,
             "target": target,
@@ -77,6 +93,9 @@ def run(quick: bool, train_n: int, epochs: int, only: list[str] | None) -> dict[
             "drop_ci95": acc["drop_ci95_pts"],
             "sparsity_after_conversion": (r.get("prune") or {}).get("sparsity_after_conversion"),
             "invoke_p50_ms": r["latency"]["invoke_p50"],
+            "invoke": timing,
+            "chosen": r["recipe"].get("chosen"),
+            "predictions": preds,
             "seconds_total": round(seconds, 1),
             "timings_s": r["timings_s"],
         }
@@ -87,6 +106,10 @@ def run(quick: bool, train_n: int, epochs: int, only: list[str] | None) -> dict[
         for r in rows:
             r["ratio"] = round(r["bytes"] / base["bytes"], 4)
             r["gzip_ratio"] = round(r["gzip_bytes"] / base["gzip_bytes"], 4)
+            a, b = r["predictions"], base["predictions"]
+            r["agreement_with_float32"] = round(sum(x == y for x, y in zip(a, b, strict=True)) / len(a), 6)
+    for r in rows:
+        r.pop("predictions", None)
     return {"date": dt.date.today().isoformat(), "train": train_spec, "eval": eval_spec,
             "epochs": epochs, "rows": rows}  # fmt: skip
 
@@ -118,6 +141,32 @@ def time_plain_int8() -> float:
     return round(time.perf_counter() - t0, 1)
 
 
+def recipe_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Table 1: one row per recipe (markdown lines), shared by this page and docs/benchmarks.md."""
+    lines = [
+        "| row | KiB | x float32 | gzip KiB | gzip x float32 | top-1 % | drop pt (95 % CI) "
+        "| agreement with float32 | sparsity | invoke p50/p95 ms, 1 thread | 2 threads | convert s "
+        "| target |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---|---|---:|---|",
+    ]
+    for r in rows:
+        sparsity = r.get("sparsity_after_conversion")
+        sp = f"{sparsity:.1%}" if sparsity is not None else ""
+        t1, t2 = r.get("invoke", {}).get("t1", {}), r.get("invoke", {}).get("t2", {})
+        chose = f" (chose {r['chosen']})" if r["row"].startswith("auto") and r.get("chosen") else ""
+        label = r["row"] + chose
+        lines.append(
+            f"| {label} | {r['bytes'] / 1024:.1f} | {r['ratio']:.3f} | {r['gzip_bytes'] / 1024:.1f} | "
+            f"{r['gzip_ratio']:.3f} | {r['top1'] * 100:.2f} | {r['drop_pts']:+.2f} "
+            f"({r['drop_ci95'][0]:+.2f}..{r['drop_ci95'][1]:+.2f}) | "
+            f"{100 * r.get('agreement_with_float32', float('nan')):.2f} % | {sp} | "
+            f"{t1.get('p50_ms', '')} / {t1.get('p95_ms', '')} | "
+            f"{t2.get('p50_ms', '')} / {t2.get('p95_ms', '')} | "
+            f"{r['seconds_total']:.0f} | {r['target']} |"
+        )
+    return lines
+
+
 def write_markdown(res: dict[str, Any], path: Path) -> None:
     lines = [
         "# Converter targets on the reference model",
@@ -126,18 +175,8 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
         f"`{res['train']}` ({res['epochs']} pruning epochs), accuracy on `{res['eval']}`, source and "
         "converted model through the same SDK preprocessing. Drops are top-1 points with a paired 95 % CI.",
         "",
-        "| row | KiB | x float32 | gzip x float32 gzip | top-1 % | drop pt (95 % CI) | sparsity "
-        "| invoke p50 ms | s | target |",
-        "|---|---:|---:|---:|---:|---|---:|---:|---:|---|",
+        *recipe_table(res["rows"]),
     ]
-    for r in res["rows"]:
-        sp = f"{r['sparsity_after_conversion']:.1%}" if r["sparsity_after_conversion"] is not None else ""
-        lines.append(
-            f"| {r['row']} | {r['bytes'] / 1024:.1f} | {r['ratio']:.3f} | {r['gzip_ratio']:.3f} | "
-            f"{r['top1'] * 100:.2f} | {r['drop_pts']:+.2f} "
-            f"({r['drop_ci95'][0]:+.2f}..{r['drop_ci95'][1]:+.2f}) | "
-            f"{sp} | {r['invoke_p50_ms']:.3f} | {r['seconds_total']:.0f} | {r['target']} |"
-        )
     lines += [
         "",
         f"Converting the reference model to int8 alone (300 calibration images, no guard): "
