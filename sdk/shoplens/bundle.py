@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,9 +26,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from shoplens._atomic import sha256_file
+from shoplens._atomic import replace_dir, sha256_file, stage_dir
 from shoplens._version import __version__
-from shoplens.errors import DataError, OutputExistsError, UsageError
+from shoplens.errors import DataError, UsageError
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -130,12 +129,7 @@ def write_bundle(
         raise UsageError(f"a bundle holds 1..1000 golden frames, got {frames}")
     model_path = Path(model_path)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; give a directory")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(f"{out} already exists and is not empty; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = stage_dir(out, overwrite=overwrite)
     try:
         with Classifier.create_from_model_path(model_path) as clf:
             (tmp / "frames").mkdir()
@@ -191,14 +185,7 @@ def write_bundle(
         if signing_key is not None:
             sign_manifest(tmp, signing_key)
         os.chmod(tmp, 0o755)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from shoplens._atomic import sha256_file
+from shoplens._atomic import replace_dir, sha256_file
 from shoplens._progress import progress
 from shoplens.data.datasets import IMAGE_EXTENSIONS, read_image
 from shoplens.errors import DataError, OutputExistsError, UsageError
@@ -271,14 +271,7 @@ def build_index(
         }
         _write_json(work / "manifest.json", manifest)
         ckpt_path.unlink()
-    if out.exists():
-        old_dir = out.with_name(out.name + ".old")
-        shutil.rmtree(old_dir, ignore_errors=True)
-        out.rename(old_dir)
-        work.rename(out)
-        shutil.rmtree(old_dir, ignore_errors=True)
-    else:
-        work.rename(out)
+    replace_dir(work, out)
     return manifest
 
 

@@ -156,7 +156,7 @@ class Classifier:
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def create_from_model_path(cls, model_path: str | Path, **kwargs: Any) -> Classifier:
+    def create_from_model_path(cls, model_path: str | Path, **kwargs: Any) -> Self:
         """Shortcut: IMAGE mode on the CPU; keyword arguments go to ImageClassifierOptions."""
         p = Path(model_path)
         if not p.exists():

@@ -12,14 +12,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from shoplens.classifier import Classifier, _dequantize
 from shoplens.errors import ModelError, UsageError
-from shoplens.options import BaseOptions, ImageClassifierOptions, RunningMode, Timing
+from shoplens.options import ImageClassifierOptions, RunningMode, Timing
 from shoplens.quality import UNCHECKED, QualityVerdict
 
 __all__ = ["Embedder", "EmbeddingResult"]
@@ -65,14 +64,6 @@ class Embedder(Classifier):
                 "make one with 'shoplens convert --embedding'"
             )
         self.dim = int(self._out_tensor.shape[1])
-
-    @classmethod
-    def create_from_model_path(cls, model_path: str | Path, **kwargs: Any) -> Embedder:
-        p = Path(model_path)
-        if not p.exists():
-            raise ModelError(f"model {p} does not exist")
-        base_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in BaseOptions.__dataclass_fields__}
-        return cls(ImageClassifierOptions(BaseOptions(model_asset_path=p, **base_kw), **kwargs))
 
     def __repr__(self) -> str:
         return f"Embedder(model={self.model_name!r}, dim={self.dim}, contract={self.contract.describe()!r})"

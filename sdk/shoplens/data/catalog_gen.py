@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import csv
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from shoplens._atomic import replace_dir, stage_dir
 from shoplens._progress import progress
 from shoplens.data.fashion_mnist import FASHION_MNIST_LABELS, load_fashion_mnist
-from shoplens.errors import DataError, OutputExistsError, UsageError
+from shoplens.errors import DataError, UsageError
 
 __all__ = ["generate_catalog"]
 
@@ -46,12 +46,7 @@ def generate_catalog(
     if not 1 <= count <= len(x):
         raise UsageError(f"--count must be in 1..{len(x)} for the {split} split, got {count}")
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; give a directory")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(f"{out} already exists and is not empty; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = stage_dir(out, overwrite=overwrite)
     rng = np.random.default_rng(seed)
     try:
         (tmp / "images").mkdir()
@@ -70,9 +65,7 @@ def generate_catalog(
                     w.writerow([pid, name, label, f"{price:.2f}", BRANDS[int(rng.integers(len(BRANDS)))],
                                 MATERIALS[int(rng.integers(len(MATERIALS)))], f"{split}/{i}"])  # fmt: skip
                     bar.advance(1)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
