@@ -88,7 +88,7 @@ class Classifier:
         model = bo.model_asset_buffer if bo.model_asset_buffer is not None else Path(bo.model_asset_path)  # type: ignore[arg-type]
         self.model_name = "<bytes>" if bo.model_asset_buffer is not None else str(bo.model_asset_path)
         self.info = read_model_info(model)
-        if bo.probe_in_subprocess:
+        if bo.probe_in_subprocess and not self.info.has_edgetpu_op:  # the TPU is not shareable with a child
             from shoplens._probe import probe_model
 
             backend = bo.backend.value if isinstance(bo.backend, Backend) else str(bo.backend)
