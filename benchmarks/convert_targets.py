@@ -100,7 +100,7 @@ def run(quick: bool, train_n: int, epochs: int, only: list[str] | None) -> dict[
             "timings_s": r["timings_s"],
         }
         rows.append(row)
-        print(json.dumps(row), flush=True)
+        print(json.dumps({k: v for k, v in row.items() if k != "predictions"}), flush=True)
     base = next((r for r in rows if r["row"] == "float32"), None)
     if base is not None:  # ratios to the float32 model this tool writes, metadata and all
         for r in rows:
