@@ -1,7 +1,7 @@
 """ShopLens benchmarks: measured side by side in one run, written to docs/benchmarks.md.
 
     make bench                      # or: .venv/bin/python -m benchmarks
-    .venv/bin/python -m benchmarks --quick   # smoke run, under 2 minutes
+    .venv/bin/python -m benchmarks --quick   # smoke run, under 2 min; page in out/bench/
 
     .venv/bin/python -m benchmarks --render benchmarks/results/<file>.json   # rebuild the page only
 
@@ -600,8 +600,11 @@ def main(argv: list[str] | None = None) -> int:
     name = f"{r['date']}-{r['machine']['host']}{'-quick' if quick else ''}.json"
     r["results_file"] = f"benchmarks/results/{name}"
     (res_dir / name).write_text(json.dumps(r, indent=2, default=str) + "\n")
-    (ROOT / "docs" / "benchmarks.md").write_text(render_markdown(r))
-    print(f"wrote {r['results_file']} and docs/benchmarks.md in {r['seconds']} s")
+    # a --quick smoke run must not replace the published page with smoke figures
+    page = args.out / "benchmarks-quick.md" if quick else ROOT / "docs" / "benchmarks.md"
+    page.write_text(render_markdown(r))
+    print(f"wrote {r['results_file']} and {page.relative_to(ROOT) if page.is_relative_to(ROOT) else page} "
+          f"in {r['seconds']} s")
     for name, (value, ok) in targets.items():
         print(f"  {'ok  ' if ok else 'MISS'} {name}: {value}")
     return 0
