@@ -7,6 +7,7 @@ import re
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import typer
@@ -119,3 +120,25 @@ def test_cli_reference_is_current() -> None:
     gen = str(ROOT / "tools" / "gen_cli_docs.py")
     p = subprocess.run([sys.executable, gen, "--check"], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert p.returncode == 0, p.stderr
+
+
+def test_readme_quickstart_runs_verbatim(tmp_path) -> None:
+    """The README's quickstart, line by line as a user pastes it (after `make setup`), in a fresh
+    directory that holds only the repository's sample_apps: every command must exit 0."""
+    import os
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"## Quickstart\n\n```bash\n(.*?)```", text, flags=re.S)
+    assert block, "README has no quickstart block"
+    lines = _code_commands(f"```bash\n{block.group(1)}```")
+    cmds = [c for c in lines if not c.startswith(("make ", "source "))]
+    assert len(cmds) >= 10, cmds
+    (tmp_path / "sample_apps").symlink_to(ROOT / "sample_apps")
+    venv_bin = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    for cmd in cmds:
+        p = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=600)  # fmt: skip
+        assert p.returncode == 0, f"README command failed: {cmd}\n{p.stderr[-2000:]}"
+    out = tmp_path / "out"
+    assert (out / "int8" / "model.tflite").is_file() and (out / "drift.html").is_file()
