@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from shoplens.contract import PreprocessContract
-from shoplens.drift import DriftModel, to_probabilities
+from shoplens.drift.models import DriftModel, softmax_rows, to_probabilities
 from shoplens.preprocess import Preprocessor
 from shoplens_convert.load import check_contract_fits, find_labels, find_sidecar_contract, load_keras_model
 
@@ -41,8 +41,4 @@ class KerasDriftModel(DriftModel):
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         y = np.asarray(self._model(inputs, training=False), np.float64)
-        if self._logits:
-            z = y - y.max(axis=1, keepdims=True)
-            e = np.exp(z)
-            return e / e.sum(axis=1, keepdims=True)
-        return to_probabilities(y)
+        return softmax_rows(y) if self._logits else to_probabilities(y)

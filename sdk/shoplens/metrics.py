@@ -22,15 +22,20 @@ from shoplens.data.datasets import Dataset
 from shoplens.errors import DataError
 from shoplens.preprocess import Preprocessor
 
-__all__ = ["EvalResult", "evaluate", "topk_accuracy"]
+__all__ = ["EvalResult", "evaluate", "topk_accuracy", "topk_hits"]
+
+
+def topk_hits(scores: np.ndarray, labels: np.ndarray, k: int) -> int:
+    """How many rows have their label among their k highest scores."""
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return int(np.any(top == labels[:, None], axis=1).sum())
 
 
 def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
     if len(labels) == 0:
         return float("nan")
-    k = min(k, scores.shape[1])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    return float(np.mean(np.any(top == labels[:, None], axis=1)))
+    return topk_hits(scores, labels, k) / len(labels)
 
 
 @dataclass
@@ -112,7 +117,7 @@ def evaluate(
                 raise DataError(f"dataset label {int(batch.labels.max())} is outside the model's {k} classes")
             p = np.argmax(scores, axis=1)
             np.add.at(confusion, (batch.labels, p), 1)
-            top5_hits += round(topk_accuracy(scores, batch.labels, 5) * m)
+            top5_hits += topk_hits(scores, batch.labels, 5)
             preds.append(p)
             labels_all.append(batch.labels)
             n += m

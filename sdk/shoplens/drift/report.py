@@ -1,0 +1,290 @@
+"""The drift report: metrics, the gate, and the likely cause in words."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from shoplens.contract import PreprocessContract
+
+CAUSE_TRIGGER_AGREEMENT = 0.99  # below this, drift looks for the likely cause
+CAUSE_TRIGGER_SCORE_DELTA = 0.02  # or above this mean |score delta| (int8 noise is about 0.001)
+CAUSE_TRIGGER_KL = 0.02  # or above this mean KL (the int8 reference model vs its source: 0.008)
+
+
+# -- the report -------------------------------------------------------------------------------
+def _prf(confusion: np.ndarray) -> dict[str, np.ndarray]:
+    tp = np.diag(confusion).astype(np.float64)
+    pred = confusion.sum(axis=0).astype(np.float64)
+    true = confusion.sum(axis=1).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(pred > 0, tp / pred, 0.0)
+        recall = np.where(true > 0, tp / true, np.nan)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def paired_bootstrap_ci(
+    ref_ok: np.ndarray, cand_ok: np.ndarray, *, rounds: int = 4000, seed: int = 0
+) -> tuple[float, float]:
+    """95 % percentile CI (points) of the paired top-1 drop, resampling images with replacement.
+
+    The paired difference per image takes only the values -1, 0, +1, so resampling N images is a
+    multinomial draw over those three counts: exact, and O(rounds) rather than O(rounds * N).
+    """
+    d = ref_ok.astype(np.int8) - cand_ok.astype(np.int8)
+    n = len(d)
+    if n == 0:
+        return (math.nan, math.nan)
+    counts = np.array([(d == -1).sum(), (d == 0).sum(), (d == 1).sum()], np.float64)
+    draws = np.random.default_rng(seed).multinomial(n, counts / n, size=rounds)
+    drops = 100.0 * (draws[:, 2] - draws[:, 0]) / n
+    lo, hi = np.percentile(drops, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+@dataclass
+class Alternative:
+    """A contract a buggy pipeline might use instead of the reference's, and what to call it."""
+
+    key: str
+    contract: PreprocessContract
+    finding: str  # "the device probably feeds BGR"
+    description: str  # "BGR input"
+
+
+@dataclass
+class CauseResult:
+    alternative: Alternative
+    agreement: float
+    mean_abs_delta: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "alternative": self.alternative.key,
+            "description": self.alternative.description,
+            "agreement": round(self.agreement, 6),
+            "mean_abs_score_delta": round(self.mean_abs_delta, 6),
+        }
+
+
+@dataclass
+class DriftReport:
+    reference: str
+    candidate: str
+    data: str
+    labels: tuple[str, ...]
+    n: int
+    ref_confusion: np.ndarray
+    cand_confusion: np.ndarray
+    ref_top5: float
+    cand_top5: float
+    agreement: float
+    kl_mean: float
+    abs_delta_mean: float
+    abs_delta_max: float
+    drop_ci95: tuple[float, float]
+    disagreeing_ids: list[str]
+    disagreeing_total: int
+    ref_top_share: float
+    cand_top_share: float
+    cand_top_class: int
+    ref_score_spread: float
+    cand_score_spread: float
+    contract_differences: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    causes: list[CauseResult] = field(default_factory=list)
+    cause_sample: int = 0
+    cause_baseline_agreement: float = 1.0  # the reference's own contract on the cause sample
+    cause_baseline_mad: float = 0.0
+    per_frame: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    gate: dict[str, Any] = field(default_factory=dict)
+
+    # -- derived metrics ----------------------------------------------------------------------
+    @property
+    def ref_top1(self) -> float:
+        return float(np.trace(self.ref_confusion) / max(self.n, 1))
+
+    @property
+    def cand_top1(self) -> float:
+        return float(np.trace(self.cand_confusion) / max(self.n, 1))
+
+    @property
+    def drop(self) -> float:
+        """Top-1 drop in points, reference minus candidate."""
+        return 100.0 * (self.ref_top1 - self.cand_top1)
+
+    def per_class(self) -> list[dict[str, Any]]:
+        """Per class: accuracies, delta (points, positive = candidate worse), P/R/F1; worst first."""
+        rp, cp = _prf(self.ref_confusion), _prf(self.cand_confusion)
+        rows = []
+        for i, name in enumerate(self.labels):
+            support = int(self.ref_confusion[i].sum())
+            ra = rp["recall"][i]
+            ca = cp["recall"][i]
+            rows.append({
+                "index": i,
+                "label": name,
+                "support": support,
+                "reference_accuracy": None if support == 0 else round(float(ra), 6),
+                "candidate_accuracy": None if support == 0 else round(float(ca), 6),
+                "delta_pts": 0.0 if support == 0 else round(100.0 * float(ra - ca), 4),
+                "reference": {k: round(float(np.nan_to_num(v[i])), 6) for k, v in rp.items()},
+                "candidate": {k: round(float(np.nan_to_num(v[i])), 6) for k, v in cp.items()},
+            })  # fmt: skip
+        return sorted(rows, key=lambda r: (-r["delta_pts"], r["index"]))
+
+    @property
+    def max_class_drop(self) -> tuple[float, str]:
+        worst = self.per_class()[0]
+        return float(worst["delta_pts"]), str(worst["label"])
+
+    @property
+    def collapsed(self) -> bool:
+        """The candidate answers (nearly) the same whatever the image."""
+        if self.n < 10:
+            return False
+        flat = self.cand_score_spread < 0.1 * max(self.ref_score_spread, 1e-9)
+        one_class = self.cand_top_share >= 0.8 and self.ref_top_share < 0.5
+        return flat or one_class
+
+    @property
+    def best_cause(self) -> CauseResult | None:
+        """The alternative contract that reproduces the candidate, if one does convincingly."""
+        if not self.causes:
+            return None
+        best = self.causes[0]
+        base_agree = self.cause_baseline_agreement
+        gap = 1.0 - base_agree
+        by_agreement = best.agreement >= 0.97 and best.agreement >= base_agree + gap / 2
+        base_mad = self.cause_baseline_mad
+        by_scores = base_mad > 0 and best.mean_abs_delta <= 0.25 * base_mad and best.agreement >= base_agree
+        if self.collapsed:
+            # a wrong range can also make the reference near-constant; only a match of the scores
+            # themselves (not just of the argmax) then tells a preprocessing bug from a broken model
+            return best if by_scores else None
+        return best if (by_agreement or by_scores) else None
+
+    def likely_cause(self) -> str:
+        best = self.best_cause
+        if best is not None:
+            return (
+                f"the candidate matches the reference with {best.alternative.description} "
+                f"(agreement {100 * best.agreement:.1f} %, mean |score delta| {best.mean_abs_delta:.4f}): "
+                f"{best.alternative.finding}"
+            )
+        if self.collapsed:
+            name = self.labels[self.cand_top_class]
+            return (
+                f"the candidate collapsed to a near-constant output (it predicts {name!r} for "
+                f"{100 * self.cand_top_share:.1f} % of images; its score spread is "
+                f"{100 * self.cand_score_spread / max(self.ref_score_spread, 1e-9):.1f} % of the "
+                "reference's): "
+                "quantization broke the model; check the calibration images and that they went through "
+                "the model's preprocessing"
+            )
+        if self.contract_differences:
+            diffs = ", ".join(f"{k} {a} vs {b}" for k, (a, b) in self.contract_differences.items())
+            return f"the two models declare different preprocessing contracts ({diffs})"
+        if self.causes:
+            c = self.causes[0]
+            return (
+                "no common preprocessing mistake reproduces the candidate (closest: "
+                f"{c.alternative.description}, agreement {100 * c.agreement:.1f} %); the difference is "
+                "probably numeric: quantization error, or a different runtime or op implementation"
+            )
+        if (
+            self.agreement >= CAUSE_TRIGGER_AGREEMENT
+            and self.abs_delta_mean <= CAUSE_TRIGGER_SCORE_DELTA
+            and self.kl_mean <= CAUSE_TRIGGER_KL
+        ):
+            return "none needed: the candidate agrees with the reference"
+        return "not analysed"
+
+    def check_gate(
+        self,
+        *,
+        max_drop: float | None = None,
+        min_agreement: float | None = None,
+        max_class_drop: float | None = None,
+        score_tolerance: float | None = None,
+    ) -> list[str]:
+        """The failed limits, each saying by how much; empty when the gate passes."""
+        failures = []
+        if max_drop is not None and self.drop > max_drop:
+            failures.append(
+                f"top-1 drop {self.drop:.2f} pts > --max-drop {max_drop:g} (by {self.drop - max_drop:.2f}; "
+                f"95 % CI {self.drop_ci95[0]:.2f}..{self.drop_ci95[1]:.2f})"
+            )
+        if min_agreement is not None and 100 * self.agreement < min_agreement:
+            failures.append(
+                f"agreement {100 * self.agreement:.2f} % < --min-agreement {min_agreement:g} % "
+                f"(by {min_agreement - 100 * self.agreement:.2f})"
+            )
+        if max_class_drop is not None:
+            d, name = self.max_class_drop
+            if d > max_class_drop:
+                failures.append(
+                    f"class {name!r} drops {d:.2f} pts > --max-class-drop {max_class_drop:g} "
+                    f"(by {d - max_class_drop:.2f})"
+                )
+        if score_tolerance is not None:
+            bad = [f for f in self.per_frame if not f["ok"]]
+            if bad:
+                failures.append(
+                    f"{len(bad)} of {len(self.per_frame)} frames differ (top-1 changed or a score off "
+                    "by more "
+                    f"than {score_tolerance:g}; worst {max(f['max_abs_delta'] for f in bad):.4f} "
+                    f"on {max(bad, key=lambda f: f['max_abs_delta'])['id']})"
+                )
+        self.gate = {
+            "max_drop_pts": max_drop,
+            "min_agreement_pct": min_agreement,
+            "max_class_drop_pts": max_class_drop,
+            "score_tolerance": score_tolerance,
+            "passed": not failures,
+            "failures": failures,
+        }
+        return failures
+
+    def to_dict(self) -> dict[str, Any]:
+        best = self.best_cause
+        return {
+            "reference": self.reference,
+            "candidate": self.candidate,
+            "data": self.data,
+            "n": self.n,
+            "labels": list(self.labels),
+            "reference_top1": round(self.ref_top1, 6),
+            "candidate_top1": round(self.cand_top1, 6),
+            "reference_top5": round(self.ref_top5, 6),
+            "candidate_top5": round(self.cand_top5, 6),
+            "drop_pts": round(self.drop, 4),
+            "drop_ci95_pts": [round(self.drop_ci95[0], 4), round(self.drop_ci95[1], 4)],
+            "agreement": round(self.agreement, 6),
+            "kl_mean": round(self.kl_mean, 6),
+            "abs_score_delta_mean": round(self.abs_delta_mean, 6),
+            "abs_score_delta_max": round(self.abs_delta_max, 6),
+            "per_class": self.per_class(),
+            "reference_confusion": self.ref_confusion.tolist(),
+            "candidate_confusion": self.cand_confusion.tolist(),
+            "disagreeing_ids": self.disagreeing_ids,
+            "disagreeing_total": self.disagreeing_total,
+            "collapsed": self.collapsed,
+            "candidate_top_class_share": round(self.cand_top_share, 6),
+            "contract_differences": {k: [str(a), str(b)] for k, (a, b) in self.contract_differences.items()},
+            "cause_analysis": {
+                "sample": self.cause_sample,
+                "baseline_agreement": round(self.cause_baseline_agreement, 6),
+                "baseline_mean_abs_score_delta": round(self.cause_baseline_mad, 6),
+                "alternatives": [c.to_dict() for c in self.causes],
+                "best": best.alternative.key if best else None,
+            },
+            "likely_cause": self.likely_cause(),
+            "per_frame": self.per_frame,
+            "gate": self.gate,
+            "seconds": round(self.seconds, 2),
+        }
