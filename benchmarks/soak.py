@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="LIVE_STREAM soak")
     ap.add_argument("--frames", type=int, default=1_000_000)
     ap.add_argument("--model", type=Path, default=ROOT / "out" / "bench" / "reference_int8.tflite")
+    ap.add_argument("--no-save", action="store_true", help="print one JSON line, write no results file")
     args = ap.parse_args(argv)
     if not args.model.is_file():
         from benchmarks.__main__ import build_int8_model
@@ -126,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         args.model.parent.mkdir(parents=True, exist_ok=True)
         build_int8_model(args.model.parent, 100)
     res = run(args.model, args.frames)
+    if args.no_save:  # used by `make bench`, which keeps the figures in its own results file
+        print(json.dumps(res))
+        return 0
     print(json.dumps(res, indent=2))
     (ROOT / "benchmarks" / "results" / f"soak-{dt.date.today().isoformat()}.json").write_text(
         json.dumps(res, indent=2) + "\n"
