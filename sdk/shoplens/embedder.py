@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from shoplens.classifier import Classifier, _dequantize
+from shoplens._vision import ImageModel, dequantize
 from shoplens.errors import ModelError, UsageError
 from shoplens.options import ImageClassifierOptions, RunningMode, Timing
 from shoplens.quality import UNCHECKED, QualityVerdict
@@ -46,10 +46,8 @@ class EmbeddingResult:
         }
 
 
-class Embedder(Classifier):
+class Embedder(ImageModel):
     """Embed camera frames with an embedding ``.tflite``. Thread-safe, like the Classifier."""
-
-    _embedding_model = True
 
     def __init__(self, options: ImageClassifierOptions) -> None:
         if isinstance(options, ImageClassifierOptions) and options.running_mode is RunningMode.LIVE_STREAM:
@@ -65,12 +63,18 @@ class Embedder(Classifier):
             )
         self.dim = int(self._out_tensor.shape[1])
 
+    def _read_labels(
+        self, options: ImageClassifierOptions, meta: dict[str, Any] | None, n_outputs: int
+    ) -> None:
+        self.labels: tuple[str, ...] = ()  # the entries of an embedding have no names
+        self.categories = tuple(str(x) for x in (meta or {}).get("labels", ()))  # the classifier's
+
     def __repr__(self) -> str:
         return f"Embedder(model={self.model_name!r}, dim={self.dim}, contract={self.contract.describe()!r})"
 
     def _output_scores(self) -> np.ndarray:
         raw = self._interp.get_tensor(self._out_index)[0]
-        v = _dequantize(raw, self._out_tensor).astype(np.float32)
+        v = dequantize(raw, self._out_tensor).astype(np.float32)
         n = float(np.linalg.norm(v))
         return v / n if n > 0 else v
 
