@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from shoplens._atomic import replace_dir, sha256_file, stage_dir
+from shoplens._manifest import read_manifest
 from shoplens._version import __version__
 from shoplens.errors import DataError, UsageError
 
@@ -198,19 +199,10 @@ def verify_bundle(
     """The bundle's manifest, after checking its signature (with ``public_key``) and the sha256 of
     every file it lists."""
     d = Path(bundle_dir)
-    mpath = d / "manifest.json"
-    if not mpath.is_file():
-        raise DataError(f"{d} is not a ShopLens bundle (no manifest.json)")
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        files = manifest["files"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise DataError(f"{mpath} is unreadable or malformed: {exc}") from None
+    manifest = read_manifest(d, "bundle", BUNDLE_FORMAT, ("files",))
     if public_key is not None:
         verify_signature(d, public_key)
-    if manifest.get("format") != BUNDLE_FORMAT:
-        raise DataError(f"{d}: bundle format {manifest.get('format')!r}, this ShopLens reads {BUNDLE_FORMAT}")
-    for rel, digest in files.items():
+    for rel, digest in manifest["files"].items():
         p = d / rel
         if not p.is_file():
             raise DataError(f"bundle {d} is missing {rel}")

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from shoplens._atomic import replace_dir, sha256_file
+from shoplens._manifest import read_manifest
 from shoplens._progress import progress
 from shoplens.data.datasets import IMAGE_EXTENSIONS, read_image
 from shoplens.errors import DataError, OutputExistsError, UsageError
@@ -361,18 +362,11 @@ class CatalogIndex:
     def load(cls, path: str | Path, *, model: str | Path | None = None) -> CatalogIndex:
         """Load and check an index; with ``model``, refuse an index built with another model."""
         root = Path(path)
-        mpath = root / "manifest.json"
-        if not mpath.is_file():
-            raise DataError(f"{root} is not a ShopLens index (no manifest.json)")
+        manifest = read_manifest(root, "index", INDEX_FORMAT, ("count", "dim"))
         try:
-            manifest = json.loads(mpath.read_text(encoding="utf-8"))
             count, dim = int(manifest["count"]), int(manifest["dim"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise DataError(f"index manifest {mpath} is unreadable or malformed: {exc}") from None
-        if manifest.get("format") != INDEX_FORMAT:
-            raise DataError(
-                f"{root}: index format {manifest.get('format')!r}, this ShopLens reads {INDEX_FORMAT}"
-            )
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"index manifest {root / 'manifest.json'} is malformed: {exc}") from None
         if model is not None:
             sha = sha256_file(model)
             if sha != manifest.get("model_sha256"):
