@@ -132,10 +132,10 @@ def scaling(model: Path, frames: np.ndarray, out: Path, runs: int) -> dict:
 
 def frame_profile(model: Path, frames_path: Path, runs: int) -> dict:
     """Where a ShopLens IMAGE frame spends its time: the result's own timing breakdown, plus the
-    INTER_AREA resize of the centre crop on its own."""
-    import cv2
-
+    contract's resize of the centre crop on its own, and area averaging for comparison."""
     from shoplens.classifier import Classifier
+    from shoplens.contract import Interpolation
+    from shoplens.preprocess import resize_box
 
     frames = np.load(frames_path)
     parts = np.zeros(3)
@@ -148,23 +148,21 @@ def frame_profile(model: Path, frames_path: Path, runs: int) -> dict:
     parts /= runs
     fh, fw = frames.shape[1:3]
     s = min(fh, fw)
-    x0 = (fw - s) // 2
-    interp = clf.contract.interpolation.value
-    flag = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST,
-            "cubic": cv2.INTER_CUBIC}[interp]  # fmt: skip
+    box = ((fw - s) // 2, (fh - s) // 2, s, s)
+    interp = clf.contract.interpolation
     t0 = time.perf_counter()
     for i in range(runs):
-        cv2.resize(frames[i % len(frames)][:, x0 : x0 + s], (96, 96), interpolation=flag)
+        resize_box(frames[i % len(frames)], box, (96, 96), interp)
     resize = (time.perf_counter() - t0) / runs * 1e3
     t0 = time.perf_counter()
     for i in range(runs):
-        cv2.resize(frames[i % len(frames)][:, x0 : x0 + s], (96, 96), interpolation=cv2.INTER_AREA)
+        resize_box(frames[i % len(frames)], box, (96, 96), Interpolation.AREA)
     area = (time.perf_counter() - t0) / runs * 1e3
     return {
         "preprocess_ms": round(parts[0], 4),
         "invoke_ms": round(parts[1], 4),
         "postprocess_ms": round(parts[2], 4),
-        "interpolation": interp,
+        "interpolation": interp.value,
         "resize_ms": round(resize, 4),
         "area_resize_ms": round(area, 4),
     }

@@ -83,12 +83,12 @@ def run(peer: str, model: str, frames: np.ndarray, runs: int, threads: int) -> d
         _, h, w, _ = inp["shape"]
         scale, zp = inp["quantization"]
         # the naive loop follows the model's contract too (resize filter), as a careful user would
+        from shoplens.contract import Interpolation
+        from shoplens.preprocess import resize_box
         from shoplens.tflite_model import read_model_info
 
         meta = read_model_info(model).shoplens_metadata or {}
-        interp = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}.get(
-            meta.get("contract", {}).get("interpolation", "area"), cv2.INTER_AREA
-        )
+        interp = Interpolation(meta.get("contract", {}).get("interpolation", "area"))
         rss_load = rss_mb()
         if peer == "invoke":
             it.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
@@ -104,7 +104,7 @@ def run(peer: str, model: str, frames: np.ndarray, runs: int, threads: int) -> d
                 s = min(fh, fw)
                 crop = f[(fh - s) // 2 : (fh - s) // 2 + s, (fw - s) // 2 : (fw - s) // 2 + s]
                 rgb = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
-                small = cv2.resize(rgb, (w, h), interpolation=interp)
+                small = resize_box(rgb, (0, 0, s, s), (w, h), interp)
                 x = (small.astype(np.float32) - 127.5) / 127.5
                 q = np.clip(np.rint(x / scale + zp), 0, 255).astype(inp["dtype"])
                 it.set_tensor(inp["index"], q[None])

@@ -50,6 +50,37 @@ def test_int8_quantization_is_the_affine_map(kiosk_frame: np.ndarray) -> None:
     assert np.abs(got.astype(int) - ref).max() == 0
 
 
+@pytest.mark.parametrize(("dtype", "zero_point", "offset"), [(np.uint8, 127, 0), (np.int8, -1, -128)])
+def test_a_half_step_zero_point_keeps_all_256_levels(dtype, zero_point: int, offset: int) -> None:
+    """[-1, 1] with the converter's scale (1/127.5 stored as float32) puts every pixel exactly half a
+    step off a level. Ties round up, as a uint8 model's pixel-in contract (and MediaPipe) expects;
+    round-half-to-even would merge pixel pairs (2k, 2k+1) into one level, a 7-bit input."""
+    c = PreprocessContract.from_range(16, 16, -1, 1, channels=1)
+    q = InputQuantization(scale=float(np.float32(1 / 127.5)), zero_point=zero_point, dtype=dtype)
+    ramp = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    got = preprocess(ramp, c, quantization=q)[..., 0].astype(int)
+    np.testing.assert_array_equal(got, ramp.astype(int) + offset)
+    floats = preprocess((ramp / 255.0).astype(np.float32), c, quantization=q)[..., 0].astype(int)
+    np.testing.assert_array_equal(floats, got)
+
+
+def test_linear_mediapipe_samples_on_mediapipes_grid() -> None:
+    """Output pixel i samples left + i * scale (pixel centres at integers): on an exact 5x downscale
+    that is every fifth pixel starting at the crop's first; OpenCV's own bilinear starts at the third."""
+    frame = np.arange(480 * 640, dtype=np.int64).reshape(480, 640)
+    frame = (frame % 251).astype(np.uint8)
+    c = PreprocessContract.from_range(96, 96, 0, 255, channels=1, interpolation="linear-mediapipe")
+    got = preprocess(frame, c)[..., 0]
+    np.testing.assert_array_equal(got, frame[0:480:5, 80:560:5].astype(np.float32))
+    plain = preprocess(frame, c.replace(interpolation="linear"))[..., 0]
+    np.testing.assert_array_equal(plain, frame[2:480:5, 82:560:5].astype(np.float32))
+    # an ROI and letterboxing use the same grid over their own box
+    roi = preprocess(frame, c, roi=(100, 40, 192, 192))[..., 0]
+    np.testing.assert_array_equal(roi, frame[40:232:2, 100:292:2].astype(np.float32))
+    box = preprocess(frame, c.replace(crop="letterbox"))[..., 0]
+    assert box.shape == (96, 96) and (box[:12] == 0).all() and box[12:84].any()
+
+
 def test_writes_straight_into_the_given_buffer(kiosk_frame: np.ndarray) -> None:
     c = PreprocessContract.from_range(96, 96, -1, 1)
     pre = Preprocessor(c, quantization=InputQuantization(1 / 127.5, 0, np.int8))

@@ -127,3 +127,93 @@ def test_sdk_reads_a_model_with_only_standard_metadata(converted, fmnist_test, t
         assert clf.labels[9] == "Ankle boot"  # from the associated file
         hits = [clf.classify(im).categories[0].index == lab for im, lab in zip(x[:200], y[:200], strict=True)]
     assert np.mean(hits) > 0.6
+
+
+@pytest.fixture(scope="module")
+def mediapipe_grid(tiny_rgb, tmp_path_factory) -> dict[str, Path]:
+    """The tiny model converted with a contract that resizes on MediaPipe's sampling grid."""
+    from shoplens.contract import PreprocessContract
+
+    out = tmp_path_factory.mktemp("mp_grid")
+    base = json.loads((tiny_rgb["keras"].parent / "contract.json").read_text())
+    contract = out / "contract.json"
+    contract.write_text(PreprocessContract.from_dict({**base, "interpolation": "linear-mediapipe"}).to_json())
+    models = {}
+    for recipe in ("float32", "int8"):
+        p = run_cli("convert", str(tiny_rgb["keras"]), "--out", str(out / recipe), "--recipe", recipe,
+                    "--contract", str(contract), "--calib-data", "fashion-mnist:train:200", "-q")  # fmt: skip
+        assert p.returncode == 0, p.stderr
+        models[recipe] = out / recipe / "model.tflite"
+    return models
+
+
+def _parity_frames(fmnist_test) -> list[np.ndarray]:
+    """Real BGR frames of several shapes: 640x480 kiosk scenes (downscaled 15x), an odd 333x250
+    (non-integer factor), a portrait 240x320, and bare 28x28 products (upscaled)."""
+    from shoplens.data.kiosk import iter_kiosk_frames
+
+    x, y = fmnist_test
+    kiosk = [f for f, _, _ in iter_kiosk_frames(x[:300], y[:300], 24, seed=11)]
+    odd = [cv2.resize(f, (333, 250), interpolation=cv2.INTER_AREA) for f in kiosk[:8]]
+    portrait = [np.ascontiguousarray(np.rot90(f)[::2, ::2]) for f in kiosk[8:16]]
+    small = [cv2.cvtColor(im, cv2.COLOR_GRAY2BGR) for im in x[300:308]]
+    return kiosk + odd + portrait + small
+
+
+@pytest.mark.parametrize("recipe", ["float32", "int8"])
+def test_sdk_matches_mediapipe_on_the_mediapipe_grid(recipe, mediapipe_grid, fmnist_test) -> None:
+    """With ``interpolation: linear-mediapipe`` the SDK feeds the model what MediaPipe's
+    ImageClassifier feeds it: the same scores for the centre crop (MediaPipe given the centre
+    square as its region of interest) and for the stretched whole frame (MediaPipe's default)."""
+    from mediapipe.tasks.python.components.containers import rect as mp_rect
+
+    from shoplens.classifier import Classifier
+    from shoplens.options import ClassifierOptions
+
+    path = mediapipe_grid[recipe]
+    opts = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)), max_results=10)
+    every = ClassifierOptions(max_results=10)
+    worst = {"exact": 0.0, "fractional": 0.0}
+    control = 0.0
+    with (
+        vision.ImageClassifier.create_from_options(opts) as mp_clf,
+        Classifier.create_from_model_path(path, classifier_options=every) as center,
+        Classifier.create_from_model_path(path, classifier_options=every, crop="stretch") as stretch,
+    ):
+        assert center.contract.interpolation.value == "linear-mediapipe"
+        # the control: OpenCV's own bilinear grid (half-pixel centres) is visibly not MediaPipe's
+        plain = Classifier.create_from_model_path(
+            path, classifier_options=every, contract=center.contract.replace(interpolation="linear")
+        )
+        for frame in _parity_frames(fmnist_test):
+            h, w = frame.shape[:2]
+            s = min(h, w)
+            x0, y0 = (w - s) // 2, (h - s) // 2
+            roi = mp_rect.RectF(left=x0 / w, top=y0 / h, right=(x0 + s) / w, bottom=(y0 + s) / h)
+            image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame[..., ::-1]))
+            for key, ours, ipo in (
+                ("center", center, vision.ImageProcessingOptions(region_of_interest=roi)),
+                ("stretch", stretch, None),
+                ("control", plain, vision.ImageProcessingOptions(region_of_interest=roi)),
+            ):
+                theirs = np.zeros(10)
+                for c in mp_clf.classify(image, ipo).classifications[0].categories:
+                    theirs[c.index] = c.score
+                mine = np.zeros(10)
+                for c in ours.classify(frame).categories:
+                    mine[c.index] = c.score
+                exact = s % 32 == 0 if key == "center" else h % 32 == w % 32 == 0  # integer factor
+                if key == "control":
+                    control = max(control, float(np.abs(mine - theirs).max()))
+                    continue
+                worst["exact" if exact else "fractional"] = max(
+                    worst["exact" if exact else "fractional"], float(np.abs(mine - theirs).max())
+                )
+                assert mine.argmax() == theirs.argmax(), (key, frame.shape, mine, theirs)
+        plain.close()
+    # integer scale factors (640x480 -> 32x32 is 15x): the same input tensor, so for int8 the same
+    # quantized output and for float32 float rounding only. Fractional factors: MediaPipe interpolates
+    # in float, ShopLens in OpenCV's 8-bit fixed point (4x faster); pixels may differ by 1 step.
+    assert worst["exact"] <= (1e-6 if recipe == "int8" else 1e-5), worst
+    assert worst["fractional"] <= 0.03, worst
+    assert control > 0.03, control

@@ -40,9 +40,13 @@ class CropMode(str, Enum):
 
 class Interpolation(str, Enum):
     AREA = "area"
-    LINEAR = "linear"
+    LINEAR = "linear"  # OpenCV's bilinear resize: output pixel i samples (i + 0.5) * scale - 0.5
     NEAREST = "nearest"
     CUBIC = "cubic"
+    # bilinear on MediaPipe's sampling grid: output pixel i samples left + i * scale, as MediaPipe's
+    # image-to-tensor warp does (and TF1's resize_bilinear without half-pixel centres). A model with
+    # this contract gets the same input tensor from ShopLens and from MediaPipe's ImageClassifier.
+    LINEAR_MEDIAPIPE = "linear-mediapipe"
 
 
 def _enum(cls: type[Enum], value: Any, what: str) -> Any:

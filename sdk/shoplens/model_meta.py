@@ -50,14 +50,15 @@ def contract_from_standard_metadata(std: dict[str, Any] | None, inp: TensorInfo)
     """A contract for a model that has only standard TFLite metadata (e.g. from another toolchain).
 
     Standard metadata gives NormalizationOptions and the colour space but no crop or resize rule;
-    this follows MediaPipe's ImageClassifier, which stretches the whole frame with bilinear resize.
+    this follows MediaPipe's ImageClassifier, which stretches the whole frame with bilinear resize on
+    its own sampling grid (``linear-mediapipe``), so such a model gets MediaPipe's input tensor.
     """
     if not std or not std.get("mean") or not std.get("std"):
         return None
     _, h, w, ch = inp.shape
     return PreprocessContract(
         h, w, ch, color_order=ColorOrder.GRAY if ch == 1 else ColorOrder.RGB, mean=tuple(std["mean"]),
-        std=tuple(std["std"]), interpolation=Interpolation.LINEAR, crop=CropMode.STRETCH,
+        std=tuple(std["std"]), interpolation=Interpolation.LINEAR_MEDIAPIPE, crop=CropMode.STRETCH,
     )  # fmt: skip
 
 

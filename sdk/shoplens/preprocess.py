@@ -28,6 +28,7 @@ __all__ = [
     "crop_box",
     "preprocess",
     "preprocess_batch",
+    "resize_box",
     "validate_frame",
 ]
 
@@ -41,6 +42,19 @@ _CV_INTERP = {
 }
 
 _SUPPORTED_OUT = (np.float32, np.uint8, np.int8, np.int16)
+
+
+def _round_half_up(v: np.ndarray, magnitude: float) -> np.ndarray:
+    """Round to the nearest integer, ties upwards.
+
+    Quantizing [0, 255] to [-1, 1] puts every pixel exactly half a step off a level (the zero point
+    is 127 or -1 for a mean of 127.5). Round-half-to-even would merge the pixel pairs (2k, 2k+1) into
+    one level, a 7-bit input; ties upwards keep all 256 levels, and a uint8 input then equals the
+    pixel, which is what MediaPipe feeds a uint8 model. The scale is stored as float32 (1/127.5 is
+    0.0078431377) and float frames are normalized in float32, so a computed tie can land a few ulps
+    of ``magnitude`` (the largest term that went into ``v``) below the half: those count too.
+    """
+    return np.floor(v + (0.5 + 1e-6 * (1.0 + magnitude)))
 
 
 @dataclass(frozen=True)
@@ -120,6 +134,39 @@ def crop_box(
     return x0, y0, w, h
 
 
+def resize_box(
+    src: np.ndarray,
+    box: tuple[int, int, int, int],
+    size: tuple[int, int],
+    interpolation: Interpolation,
+    dst: np.ndarray | None = None,
+) -> np.ndarray:
+    """Resize the ``box`` = (x, y, w, h) of ``src`` to ``size`` = (W, H) with the contract's filter.
+
+    ``linear-mediapipe`` samples output pixel (i, j) at (x + i * w / W, y + j * h / H) in OpenCV's
+    pixel-centre coordinates, bilinearly, with the border replicated: the affine map MediaPipe's
+    OpenCV image-to-tensor converter builds from the ROI's corners to the tensor's corners. It
+    reads through the whole ``src``, so it also reproduces MediaPipe's samples just outside an
+    upscaled box. The other filters resize the box as a view with ``cv2.resize``.
+    """
+    x, y, w, h = box
+    W, H = size
+    if interpolation is Interpolation.LINEAR_MEDIAPIPE:
+        m = np.array([[w / W, 0.0, x], [0.0, h / H, y]], np.float64)
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        if dst is None:
+            return cv2.warpAffine(src, m, (W, H), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        res = cv2.warpAffine(src, m, (W, H), dst=dst, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    else:
+        view = src[y : y + h, x : x + w]
+        if dst is None:
+            return cv2.resize(view, (W, H), interpolation=_CV_INTERP[interpolation])
+        res = cv2.resize(view, (W, H), dst=dst, interpolation=_CV_INTERP[interpolation])
+    if res.ctypes.data != dst.ctypes.data:  # pragma: no cover - defensive, cv2 reallocated
+        dst[...] = res
+    return dst
+
+
 def _color_code(src_channels: int, input_order: ColorOrder, contract: PreprocessContract) -> int | None:
     rgb_in = input_order is ColorOrder.RGB
     if src_channels == 1:
@@ -185,13 +232,18 @@ class Preprocessor:
             a, b = a / q.scale, b / q.scale + q.zero_point
         return a, b
 
+    def _magnitude(self) -> float:
+        """The largest term of ``a * x + b`` over pixels in [0, 255] (the scale of rounding error)."""
+        a, b = self._affine()
+        return float(np.max(np.abs(a)) * 255.0 + np.max(np.abs(b)))
+
     def _build_lut(self) -> np.ndarray:
         a, b = self._affine()
         x = np.arange(256, dtype=np.float64)[:, None]
         v = x * a[None, :] + b[None, :]
         if self.out_dtype.kind in "iu":
             info = np.iinfo(self.out_dtype)
-            v = np.clip(np.rint(v), info.min, info.max)
+            v = np.clip(_round_half_up(v, self._magnitude()), info.min, info.max)
         lut = v.astype(self.out_dtype)
         if np.all(lut == lut[:, :1]):
             return np.ascontiguousarray(lut[:, 0])  # one table for all channels
@@ -223,7 +275,6 @@ class Preprocessor:
         x0, y0, w, h = crop_box(f.shape[:2], c, roi)
         view = f[y0 : y0 + h, x0 : x0 + w]
         src_c = 1 if f.ndim == 2 else f.shape[2]
-        interp = _CV_INTERP[c.interpolation]
         is_float = f.dtype != np.uint8
         work_dtype = np.dtype(np.float32) if is_float else np.dtype(np.uint8)
         if is_float:
@@ -232,17 +283,18 @@ class Preprocessor:
             view = np.clip(view, 0.0, 1.0).astype(np.float32, copy=False)
         rshape = (H, W) if src_c == 1 else (H, W, src_c)
         resized = self._buf("resize", rshape, work_dtype)
+        # a float frame's clipped copy covers only the crop (for linear-mediapipe that differs from
+        # reading through the frame only just outside an upscaled crop)
+        src, box = (view, (0, 0, w, h)) if is_float else (f, (x0, y0, w, h))
         if c.crop is CropMode.LETTERBOX:
             scale = min(W / w, H / h)
             nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
             ox, oy = (W - nw) // 2, (H - nh) // 2
             fill = c.letterbox_value / 255.0 if is_float else c.letterbox_value
             resized[...] = fill
-            resized[oy : oy + nh, ox : ox + nw] = cv2.resize(view, (nw, nh), interpolation=interp)
+            resized[oy : oy + nh, ox : ox + nw] = resize_box(src, box, (nw, nh), c.interpolation)
         else:
-            res = cv2.resize(view, (W, H), dst=resized, interpolation=interp)
-            if res is not resized and res.ctypes.data != resized.ctypes.data:
-                resized[...] = res
+            resize_box(src, box, (W, H), c.interpolation, dst=resized)
         self.last_resized = resized  # the crop at model size, before colour conversion (quality gate)
         self.last_crop = view
         code = _color_code(src_c, self.input_order, c)
@@ -276,7 +328,7 @@ class Preprocessor:
         v = np.clip(img, 0.0, 1.0) * a_ + b_
         if self.out_dtype.kind in "iu":
             info = np.iinfo(self.out_dtype)
-            v = np.clip(np.rint(v), info.min, info.max)
+            v = np.clip(_round_half_up(v, self._magnitude()), info.min, info.max)
         dst[...] = v.astype(self.out_dtype, copy=False)
 
 

@@ -42,12 +42,15 @@ def alternatives(c: PreprocessContract) -> list[Alternative]:
             f"the device probably normalizes pixels to {label} (the model expects {expected})",
             f"inputs in {label}",
         ))  # fmt: skip
+    resize_words = {i: f"{i.value} interpolation" for i in Interpolation}
+    resize_words[Interpolation.LINEAR_MEDIAPIPE] = "MediaPipe's bilinear sampling grid"
+    resize_words[Interpolation.LINEAR] = "OpenCV's bilinear resize (linear)"
     for interp in Interpolation:
         if interp is not c.interpolation:
             out.append(Alternative(
                 f"interpolation={interp.value}", c.replace(interpolation=interp),
-                f"the device probably resizes with {interp.value} interpolation "
-                f"(the model expects {c.interpolation.value})",
+                f"the device probably resizes with {resize_words[interp]} "
+                f"(the model expects {resize_words[c.interpolation]})",
                 f"{interp.value} resize",
             ))  # fmt: skip
     crop_words = {
