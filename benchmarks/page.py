@@ -74,9 +74,14 @@ def render_markdown(r: dict) -> str:
             f"resizes with `{pr['interpolation']}`: the resize of the 480x480 centre crop to 96x96 "
             f"takes {pr['resize_ms']} ms of the preprocessing; area averaging (`INTER_AREA`) would "
             f"take {pr['area_resize_ms']} ms, because OpenCV runs it as a scalar loop at a 5x factor. "
-            "MediaPipe warps with bilinear interpolation (its OpenCV image-to-tensor converter "
-            "uses INTER_LINEAR); agreement below 100 % comes from that and from its own rounding "
-            "and normalization.",
+            + (
+                "`linear-mediapipe` samples on MediaPipe's own bilinear grid (contract.md), so with "
+                "the centre square as its region of interest MediaPipe computes the same input tensor: "
+                "any disagreement in the agreement column is a bug, not a filter difference."
+                if pr["interpolation"] == "linear-mediapipe"
+                else "MediaPipe warps with bilinear interpolation on its own sampling grid; agreement "
+                "below 100 % comes from that."
+            ),
         ]
     if "scaling" in r:
         lines += [
@@ -226,11 +231,9 @@ def render_markdown(r: dict) -> str:
 
 MISSED_WHY = {
     "top-1 agreement with MediaPipe >= 99 %": (
-        "not a speed question but a geometry one. The reference contract center-crops and resizes "
-        "bilinearly; MediaPipe's ImageClassifier stretches the whole frame with its own sampling phase. "
-        "The two pipelines are equally accurate on the kiosk frames (int8 86.50 % through ShopLens vs "
-        "float 86.45 %), they disagree on ambiguous frames. Fix: a contract resize mode with MediaPipe's "
-        "phase and a retrained reference model (not done)."
+        "a geometry question, not a speed one: the model's contract resizes on a different bilinear "
+        "grid than MediaPipe's (a `linear-mediapipe` contract makes the input tensors equal, see "
+        "contract.md)."
     ),
     "int8 <= 0.30x float32 bytes": (
         "per-channel quantization metadata. The weights and biases are 0.25x; the 8,299 per-channel "
