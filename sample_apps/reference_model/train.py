@@ -43,7 +43,7 @@ from shoplens.preprocess import Preprocessor
 # scaling, Core Image, MediaPipe's image-to-tensor converter), and 3-4x cheaper than area
 # averaging on a 640x480 camera frame.
 CONTRACT = PreprocessContract.from_range(
-    96, 96, -1.0, 1.0, color_order="RGB", interpolation="linear", crop="center"
+    96, 96, -1.0, 1.0, color_order="RGB", interpolation="linear-mediapipe", crop="center"
 )
 BN_MOMENTUM = 0.9  # the Keras default (0.99) lags too much for short CPU runs
 

@@ -12,6 +12,7 @@ training of the reference model) goes through :class:`Preprocessor`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -134,6 +135,14 @@ def crop_box(
     return x0, y0, w, h
 
 
+@functools.lru_cache(maxsize=64)
+def _grid_matrix(x: int, y: int, w: int, h: int, W: int, H: int) -> np.ndarray:
+    """The inverse affine map of ``linear-mediapipe`` (cached: a camera's box rarely changes)."""
+    m = np.array([[w / W, 0.0, x], [0.0, h / H, y]], np.float64)
+    m.flags.writeable = False
+    return m
+
+
 def resize_box(
     src: np.ndarray,
     box: tuple[int, int, int, int],
@@ -152,7 +161,7 @@ def resize_box(
     x, y, w, h = box
     W, H = size
     if interpolation is Interpolation.LINEAR_MEDIAPIPE:
-        m = np.array([[w / W, 0.0, x], [0.0, h / H, y]], np.float64)
+        m = _grid_matrix(x, y, w, h, W, H)
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
         if dst is None:
             return cv2.warpAffine(src, m, (W, H), flags=flags, borderMode=cv2.BORDER_REPLICATE)
