@@ -15,7 +15,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 help:
 	@echo "make demo   - set up .venv and run the main job end to end on the built-in data"
 	@echo "make test   - set up .venv and run lint plus the whole test suite"
-	@echo "make train-reference - retrain the reference model (about an hour on 2 CPU cores)"
+	@echo "make train-reference - retrain the reference model (about 45 minutes on 2 CPU cores)"
 	@echo "make bench  - measure speed, memory, sizes and accuracy; regenerate docs/benchmarks.md (~40 min)"
 	@echo "make fuzz   - 5,000 mutated models and 20,000 fuzzed frames"
 	@echo "make soak   - a million frames through one LIVE_STREAM classifier"
@@ -99,7 +99,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy --strict sdk/shoplens
 
 train-reference: setup
-	$(PY) sample_apps/reference_model/train.py --epochs 12
+	$(PY) sample_apps/reference_model/train.py --epochs 10
 
 clean:
 	rm -rf $(VENV) $(VENV_TFLRT) out build *.egg-info .pytest_cache .ruff_cache .mypy_cache

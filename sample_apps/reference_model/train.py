@@ -10,7 +10,7 @@ through the SDK's preprocessing (``shoplens.preprocess``) with the contract in `
 
 Run (uses a GPU when TensorFlow sees one, the CPU otherwise):
 
-    .venv/bin/python sample_apps/reference_model/train.py --epochs 12 --out sample_apps/reference_model
+    .venv/bin/python sample_apps/reference_model/train.py --epochs 10 --out sample_apps/reference_model
 
 Writes ``product_cnn.keras``, ``labels.txt``, ``contract.json`` and ``training_log.json``.
 """
@@ -142,7 +142,7 @@ def evaluate_clean(model, images, labels, batch=500):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=12, help="training epochs over the training split")
+    ap.add_argument("--epochs", type=int, default=10, help="training epochs over the training split")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument(
