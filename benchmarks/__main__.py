@@ -38,10 +38,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from benchmarks import REF, ROOT, reference_key
 from benchmarks.page import render_markdown
 
-ROOT = Path(__file__).resolve().parents[1]
-REF = ROOT / "sample_apps" / "reference_model"
 PEERS = ("invoke", "naive", "mediapipe", "shoplens", "shoplens-video", "shoplens-live", "shoplens-gate")
 
 
@@ -76,7 +75,7 @@ def build_int8_model(out: Path, calib_n: int) -> Path:
     from shoplens_convert.metadata import embed_shoplens_metadata, shoplens_metadata_dict
     from shoplens_convert.quantize import calibration_frames, quantize
 
-    path = out / "reference_int8.tflite"
+    path = out / f"reference_int8-{reference_key('uint8', calib_n)}.tflite"
     if path.exists():
         return path
     loaded = load_keras_model(REF / "product_cnn.keras")
@@ -314,9 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     only = ["float32", "int8"] if quick else None
     r["recipes"] = convert_targets.run(quick, 20000, 2, only)
     if not quick:
-        seconds = convert_targets.time_plain_int8()
-        convert_targets.write_markdown({**r["recipes"], "int8_convert_seconds": seconds},
-                                       ROOT / "docs" / "converter_targets.md")  # fmt: skip
+        r["recipes"] = convert_targets.finish(r["recipes"])
+        convert_targets.write_markdown(r["recipes"], ROOT / "docs" / "converter_targets.md")
         print("Table 2: where int8 pays off (MobileNetV2 1.0, 224x224)", flush=True)
         models = where_int8_pays.build_models()
         r["where_int8_pays"] = [

@@ -147,14 +147,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--model", type=Path, default=ROOT / "out" / "bench" / "reference_int8.tflite")
+    ap.add_argument(
+        "--model", type=Path, default=None, help="default: the reference int8 model make bench builds"
+    )
     ap.add_argument("--keep", type=Path, default=None, help="save models that crashed the worker here")
     args = ap.parse_args(argv)
-    if not args.model.is_file():
+    if args.model is None:
         from benchmarks.__main__ import build_int8_model
 
-        args.model.parent.mkdir(parents=True, exist_ok=True)
-        build_int8_model(args.model.parent, 100)
+        (ROOT / "out" / "bench").mkdir(parents=True, exist_ok=True)
+        args.model = build_int8_model(ROOT / "out" / "bench", 300)
     res = run(args.model, args.n, args.seed, args.keep)
     print(json.dumps(res, indent=2))
     out = ROOT / "benchmarks" / "results" / f"fuzz-models-{dt.date.today().isoformat()}.json"

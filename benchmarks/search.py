@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-REF = ROOT / "sample_apps" / "reference_model"
+from benchmarks import REF, ROOT, reference_key
 
 
 def build_embedding_model(out: Path) -> tuple[Path, dict]:
@@ -35,8 +34,9 @@ def build_embedding_model(out: Path) -> tuple[Path, dict]:
     from shoplens_convert.metadata import embed_shoplens_metadata, shoplens_metadata_dict
     from shoplens_convert.quantize import calibration_frames, quantize
 
-    path = out / "reference_embedding.tflite"
-    info_path = out / "reference_embedding.json"
+    key = reference_key("embedding", 300)
+    path = out / f"reference_embedding-{key}.tflite"
+    info_path = out / f"reference_embedding-{key}.json"
     if path.exists() and info_path.exists():
         return path, json.loads(info_path.read_text())
     loaded = load_keras_model(REF / "product_cnn.keras")

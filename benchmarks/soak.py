@@ -118,14 +118,16 @@ def run(model: Path, total: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="LIVE_STREAM soak")
     ap.add_argument("--frames", type=int, default=1_000_000)
-    ap.add_argument("--model", type=Path, default=ROOT / "out" / "bench" / "reference_int8.tflite")
+    ap.add_argument(
+        "--model", type=Path, default=None, help="default: the reference int8 model make bench builds"
+    )
     ap.add_argument("--no-save", action="store_true", help="print one JSON line, write no results file")
     args = ap.parse_args(argv)
-    if not args.model.is_file():
+    if args.model is None:
         from benchmarks.__main__ import build_int8_model
 
-        args.model.parent.mkdir(parents=True, exist_ok=True)
-        build_int8_model(args.model.parent, 100)
+        (ROOT / "out" / "bench").mkdir(parents=True, exist_ok=True)
+        args.model = build_int8_model(ROOT / "out" / "bench", 300)
     res = run(args.model, args.frames)
     if args.no_save:  # used by `make bench`, which keeps the figures in its own results file
         print(json.dumps(res))
