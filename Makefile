@@ -16,7 +16,7 @@ help:
 	@echo "make demo   - set up .venv and run the main job end to end on the built-in data"
 	@echo "make test   - set up .venv and run lint plus the whole test suite"
 	@echo "make train-reference - retrain the reference model (about 45 minutes on 2 CPU cores)"
-	@echo "make bench  - measure speed, memory, sizes and accuracy; regenerate docs/benchmarks.md (~40 min)"
+	@echo "make bench  - measure speed, memory, sizes and accuracy; regenerate docs/benchmarks.md (~45 min)"
 	@echo "make fuzz   - 5,000 mutated models and 20,000 fuzzed frames"
 	@echo "make soak   - a million frames through one LIVE_STREAM classifier"
 

@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks import convert_targets, where_int8_pays
 
     only = ["float32", "int8"] if quick else None
-    r["recipes"] = convert_targets.run(quick, 20000, 2, only)
+    r["recipes"] = convert_targets.run(quick, 58000, 2, only)
     if not quick:
         r["recipes"] = convert_targets.finish(r["recipes"])
         convert_targets.write_markdown(r["recipes"], ROOT / "docs" / "converter_targets.md")
