@@ -264,7 +264,9 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--train", type=int, default=58000, help="fine-tuning images (the training split less validation)")
+    ap.add_argument(
+        "--train", type=int, default=58000, help="fine-tuning images (the training split less validation)"
+    )
     ap.add_argument("--epochs", type=int, default=2, help="pruning fine-tune epochs")
     ap.add_argument("--only", nargs="*", help="row labels to run")
     a = ap.parse_args()
