@@ -124,6 +124,7 @@ def test_sdk_reads_a_model_with_only_standard_metadata(converted, fmnist_test, t
     x, y = fmnist_test
     with Classifier.create_from_model_path(foreign) as clf:
         assert clf.contract.crop.value == "stretch" and clf.contract.std == (255.0,) * 3
+        assert clf.contract.interpolation.value == "linear-mediapipe"  # MediaPipe's default, exactly
         assert clf.labels[9] == "Ankle boot"  # from the associated file
         hits = [clf.classify(im).categories[0].index == lab for im, lab in zip(x[:200], y[:200], strict=True)]
     assert np.mean(hits) > 0.6
