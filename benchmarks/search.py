@@ -116,7 +116,7 @@ def run(out: Path, quick: bool = False) -> dict:
     cat_dir = out / f"catalog_{n_cat}"
     if not (cat_dir / "products.csv").is_file():
         generate_catalog(cat_dir, count=n_cat, split="train", overwrite=True)
-    idx_dir = out / f"index_{n_cat}"
+    idx_dir = out / f"index_{n_cat}-{model.stem}"  # built with this very embedding model
     t0 = time.perf_counter()
     if not (idx_dir / "manifest.json").is_file():
         build_index(cat_dir / "products.csv", model, idx_dir, overwrite=True)
