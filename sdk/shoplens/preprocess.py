@@ -225,6 +225,7 @@ class Preprocessor:
             )
         self.out_dtype = out_dtype
         self.out_shape = (contract.height, contract.width, contract.channels)
+        self._magnitude = self._affine_magnitude()
         self._lut = self._build_lut()
         self._scratch: dict[tuple[int, str, str], np.ndarray] = {}
         self.last_resized: np.ndarray | None = None
@@ -241,7 +242,7 @@ class Preprocessor:
             a, b = a / q.scale, b / q.scale + q.zero_point
         return a, b
 
-    def _magnitude(self) -> float:
+    def _affine_magnitude(self) -> float:
         """The largest term of ``a * x + b`` over pixels in [0, 255] (the scale of rounding error)."""
         a, b = self._affine()
         return float(np.max(np.abs(a)) * 255.0 + np.max(np.abs(b)))
@@ -252,7 +253,7 @@ class Preprocessor:
         v = x * a[None, :] + b[None, :]
         if self.out_dtype.kind in "iu":
             info = np.iinfo(self.out_dtype)
-            v = np.clip(_round_half_up(v, self._magnitude()), info.min, info.max)
+            v = np.clip(_round_half_up(v, self._magnitude), info.min, info.max)
         lut = v.astype(self.out_dtype)
         if np.all(lut == lut[:, :1]):
             return np.ascontiguousarray(lut[:, 0])  # one table for all channels
@@ -337,7 +338,7 @@ class Preprocessor:
         v = np.clip(img, 0.0, 1.0) * a_ + b_
         if self.out_dtype.kind in "iu":
             info = np.iinfo(self.out_dtype)
-            v = np.clip(_round_half_up(v, self._magnitude()), info.min, info.max)
+            v = np.clip(_round_half_up(v, self._magnitude), info.min, info.max)
         dst[...] = v.astype(self.out_dtype, copy=False)
 
 
