@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import ROOT
 from shoplens.data.datasets import Batch, Dataset
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def rss_mb() -> float:

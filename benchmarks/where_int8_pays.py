@@ -14,11 +14,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks import ROOT
+
 RECIPES = ("float32", "float16", "dynamic", "int8")
 
 
