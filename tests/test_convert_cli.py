@@ -69,7 +69,7 @@ def test_guard_failure_writes_report_but_no_model(tiny_rgb, tmp_path: Path) -> N
     cv2.imwrite(str(cal / "dark.png"), np.full((32, 32, 3), 3, np.uint8))
     out = tmp_path / "out"
     p = run_cli("convert", str(tiny_rgb["keras"]), "--out", str(out), "--calib-data", str(cal.parent),
-                "--eval-data", "fashion-mnist:test:300", "--max-drop", "1")  # fmt: skip
+                "--calib-count", "1", "--eval-data", "fashion-mnist:test:300", "--max-drop", "1")  # fmt: skip
     one_line_error(p, 1, "exceeds --max-drop 1 pt")
     assert sorted(x.name for x in out.iterdir()) == ["report.json", "report.md"]
     report = json.loads((out / "report.json").read_text())

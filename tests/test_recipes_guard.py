@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from shoplens.drift.paired import PairedMetrics
 from shoplens.errors import DataError, UsageError
-from shoplens_convert.guard import paired_drop
 from shoplens_convert.pipeline import ConvertOptions
 from shoplens_convert.recipes import load_recipe, recipe_names
 
@@ -50,17 +50,37 @@ def test_unknown_recipe_and_missing_file(tmp_path: Path) -> None:
         load_recipe(tmp_path / "nope.json")
 
 
-def test_paired_drop_and_ci() -> None:
+def _one_hot(pred: np.ndarray, k: int = 10) -> np.ndarray:
+    s = np.full((len(pred), k), 0.01)
+    s[np.arange(len(pred)), pred] = 1 - 0.01 * (k - 1)
+    return s
+
+
+def test_paired_metrics_drop_ci_and_exact_merge() -> None:
+    """The guard's and drift's one accumulator: a known drop, and merging is exact for counts."""
     y = np.arange(1000) % 10
-    ref = y.copy()
     cand = y.copy()
     cand[:20] = (cand[:20] + 1) % 10  # 20 of 1000 newly wrong: 2 points
-    drop, lo, hi = paired_drop(ref, cand, y)
-    assert drop == pytest.approx(2.0) and lo < 2.0 < hi and lo > 1.0
-    same = paired_drop(ref, ref, y)
-    assert same == (0.0, 0.0, 0.0)
-    with pytest.raises(DataError, match="same, non-empty"):
-        paired_drop(ref[:5], cand, y)
+    whole = PairedMetrics(10)
+    whole.add(_one_hot(y), _one_hot(cand), y, [f"i{j}" for j in range(1000)])
+    r = whole.result()
+    lo, hi = r.drop_ci95
+    assert r.drop == pytest.approx(2.0) and lo < 2.0 < hi and lo > 1.0
+    assert r.agreement == pytest.approx(0.98) and r.disagreeing_ids[:2] == ["i0", "i1"]
+    parts = [PairedMetrics(10) for _ in range(3)]
+    for k, part in enumerate(parts):
+        sl = slice(k * 400, (k + 1) * 400)
+        part.add(_one_hot(y[sl]), _one_hot(cand[sl]), y[sl])
+    m = PairedMetrics.merged(parts, 10).result()
+    assert m.n == r.n and np.array_equal(m.cand_confusion, r.cand_confusion)
+    assert m.agreement == r.agreement and m.drop_ci95 == r.drop_ci95 and m.drop == r.drop
+    same = PairedMetrics(10)
+    same.add(_one_hot(y), _one_hot(y), y)
+    assert same.result().drop == 0.0 and same.result().drop_ci95 == (0.0, 0.0)
+    with pytest.raises(DataError, match="expected"):
+        same.add(_one_hot(y[:5]), _one_hot(y), y)
+    with pytest.raises(DataError, match="no images"):
+        PairedMetrics(10).result()
 
 
 def test_convert_options_validation() -> None:

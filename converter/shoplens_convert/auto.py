@@ -72,7 +72,7 @@ def auto_select(
                 k *= 2
             continue
         raw = quantize(model, cand, calibration=calibration, io_type=io_type, per_tensor=per_tensor,
-                       show_progress=show_progress)  # fmt: skip
+                       static_batch=target == "edgetpu", show_progress=show_progress)  # fmt: skip
         packed, cmp_ = _judged(judge, cand, raw)
         last = (packed, cand, cmp_)
         if cmp_.passed:

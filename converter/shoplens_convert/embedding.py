@@ -23,7 +23,7 @@ from shoplens.data.datasets import Dataset
 from shoplens.errors import UsageError
 from shoplens.preprocess import Preprocessor
 
-__all__ = ["build_embedding_model", "embedding_drift", "find_embedding_layer"]
+__all__ = ["build_embedding_model", "embedding_drift", "export_embedding", "find_embedding_layer"]
 
 
 def find_embedding_layer(model: Any, layer: str = "auto") -> str:
@@ -130,3 +130,40 @@ def embedding_drift(
         "target_cosine_mean": 0.98,
         "meets_target": bool(cos.mean() >= 0.98),
     }
+
+
+def export_embedding(
+    work_model: Any,
+    layer: str,
+    chosen: str,
+    calibration: np.ndarray | None,
+    contract: PreprocessContract,
+    labels: tuple[str, ...],
+    drift_data: Dataset | None,
+    *,
+    io_type: str = "uint8",
+    per_tensor: bool = False,
+    static_batch: bool = False,
+) -> tuple[bytes, dict[str, Any]]:
+    """``embedding.tflite`` with the chosen recipe's quantization, and its block for the report."""
+    from shoplens_convert.edgetpu_target import make_static
+    from shoplens_convert.flatbuffer import compact_model
+    from shoplens_convert.metadata import embed_shoplens_metadata, shoplens_metadata_dict
+    from shoplens_convert.quantize import quantize
+
+    emb_model, name = build_embedding_model(work_model, layer or "auto")
+    mode = chosen if chosen in ("float32", "float16", "dynamic") else "int8"
+    raw = quantize(emb_model, mode, calibration=calibration if mode == "int8" else None, io_type=io_type,
+                   per_tensor=per_tensor, static_batch=static_batch)  # fmt: skip
+    if static_batch:
+        raw = make_static(raw)
+    meta = shoplens_metadata_dict(contract, labels, output="embedding", embedding_layer=name)
+    emb_bytes = embed_shoplens_metadata(compact_model(raw), meta)
+    block: dict[str, Any] = {"file": "embedding.tflite", "layer": name, "quantization": mode,
+                             "bytes": len(emb_bytes)}  # fmt: skip
+    if chosen in ("qat-int8", "pqat-int8"):
+        block["note"] = "post-training int8 of the pre-QAT backbone (the QAT graph is not split)"
+    if drift_data is not None:
+        block["drift"] = embedding_drift(emb_model, emb_bytes, drift_data, contract)
+        block["drift"]["data"] = drift_data.name
+    return emb_bytes, block

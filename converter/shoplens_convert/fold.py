@@ -77,6 +77,8 @@ def plan_fold(contract: PreprocessContract, *, bake: bool, swap_bgr: bool = Fals
 
 def reexpress_inputs(x: np.ndarray, old: PreprocessContract, new: PreprocessContract) -> np.ndarray:
     """Inputs made with ``old`` re-expressed under ``new`` (exact: both are affine in pixels)."""
+    if old == new:
+        return x
     mean_o, std_o = np.asarray(old.mean, np.float32), np.asarray(old.std, np.float32)
     mean_n, std_n = np.asarray(new.mean, np.float32), np.asarray(new.std, np.float32)
     pixels = x * std_o + mean_o

@@ -3,13 +3,14 @@
 Both go through :class:`shoplens.preprocess.Preprocessor` (each with its own contract, which
 differ only when the normalization was folded into the model) and the same
 :func:`shoplens.metrics.evaluate` loop; the converted model runs in the SDK's
-:class:`shoplens.Classifier`, exactly as on the device. The top-1 drop gets a 95 % confidence
-interval from the paired per-image differences.
+:class:`shoplens.Classifier`, exactly as on the device. The two are compared by
+drift's paired accumulator (:class:`shoplens.drift.paired.PairedMetrics`), so the guard and
+``shoplens drift`` measure a drop, its 95 % confidence interval, agreement and score deltas the
+same way.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,8 @@ import numpy as np
 from shoplens.classifier import Classifier
 from shoplens.contract import PreprocessContract
 from shoplens.data.datasets import Dataset
+from shoplens.drift.models import to_probabilities
+from shoplens.drift.paired import PairedMetrics, PairedResult
 from shoplens.errors import DataError
 from shoplens.metrics import EvalResult, evaluate
 from shoplens.options import BaseOptions, ImageClassifierOptions
@@ -30,7 +33,6 @@ __all__ = [
     "compare",
     "evaluate_keras_model",
     "evaluate_tflite",
-    "paired_drop",
 ]
 
 
@@ -52,7 +54,7 @@ def evaluate_keras_model(
 
     return evaluate(
         predict, dataset, Preprocessor(contract, input_order="BGR"), model_name=name,
-        label_names=tuple(labels), batch_size=batch_size, show_progress=show_progress,
+        label_names=tuple(labels), batch_size=batch_size, keep_scores=True, show_progress=show_progress,
     )  # fmt: skip
 
 
@@ -70,29 +72,25 @@ def evaluate_tflite(
     with Classifier(opts) as clf:
         return evaluate(
             clf.predict_preprocessed, dataset, clf.preprocessor, model_name=name,
-            label_names=tuple(clf.labels), batch_size=128, show_progress=show_progress,
+            label_names=tuple(clf.labels), batch_size=128, keep_scores=True, show_progress=show_progress,
         )  # fmt: skip
 
 
-def paired_drop(
-    reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray
-) -> tuple[float, float, float]:
-    """Top-1 drop in points (reference - candidate) with a 95 % normal CI over paired images."""
-    if not len(reference) == len(candidate) == len(labels) or len(labels) == 0:
-        raise DataError("paired accuracy needs the same, non-empty set of images for both models")
-    d = (reference == labels).astype(np.float64) - (candidate == labels).astype(np.float64)
-    mean = float(d.mean())
-    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0
-    return 100 * mean, 100 * (mean - 1.96 * se), 100 * (mean + 1.96 * se)
-
-
-@dataclass
+@dataclass(frozen=True)
 class AccuracyComparison:
     source: EvalResult
     converted: EvalResult
-    drop: float  # top-1 points
-    ci95: tuple[float, float]
+    metrics: PairedResult
     max_drop: float | None
+
+    @property
+    def drop(self) -> float:
+        """Top-1 points, source minus converted."""
+        return self.metrics.drop
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        return self.metrics.drop_ci95
 
     @property
     def passed(self) -> bool:
@@ -108,14 +106,21 @@ class AccuracyComparison:
             "converted_top5": round(self.converted.top5, 6),
             "drop_pts": round(self.drop, 4),
             "drop_ci95_pts": [round(self.ci95[0], 4), round(self.ci95[1], 4)],
-            "agreement": round(float(np.mean(self.source.predictions == self.converted.predictions)), 6),
+            "agreement": round(self.metrics.agreement, 6),
+            "abs_score_delta_mean": round(self.metrics.abs_delta_mean, 6),
+            "abs_score_delta_max": round(self.metrics.abs_delta_max, 6),
+            "kl_mean": round(self.metrics.kl_mean, 6),
             "max_drop_pts": self.max_drop,
             "passed": self.passed,
         }
 
 
 def compare(source: EvalResult, converted: EvalResult, max_drop: float | None) -> AccuracyComparison:
-    if not np.array_equal(source.labels, converted.labels):
+    """Pair two evaluations of the same images (kept scores) through drift's accumulator."""
+    if not np.array_equal(source.labels, converted.labels) or source.n == 0:
         raise DataError("the source and converted models were evaluated on different images")
-    drop, lo, hi = paired_drop(source.predictions, converted.predictions, source.labels)
-    return AccuracyComparison(source, converted, drop, (lo, hi), max_drop)
+    if source.scores is None or converted.scores is None:
+        raise DataError("the accuracy guard needs both evaluations' scores (keep_scores=True)")
+    acc = PairedMetrics(len(source.label_names))
+    acc.add(to_probabilities(source.scores), to_probabilities(converted.scores), source.labels)
+    return AccuracyComparison(source, converted, acc.result(), max_drop)

@@ -49,6 +49,7 @@ class PruneResult:
     sparsity: dict[str, float]  # per layer, measured on the stripped weights
     left_dense: dict[str, str]  # layer -> why it stays dense
     training: FineTuneResult
+    prunable_share: float = 0.0  # share of all the model's weights that TFMOT pruned
 
 
 def _kernel(layer: Any) -> np.ndarray | None:
@@ -93,6 +94,7 @@ def prune_model(
         frequency=max(1, min(options.frequency, end // 10)),  # at least ~10 increments
     )
     left_dense: dict[str, str] = {}
+    wrapped_names: list[str] = []
 
     def wrap(layer: Any) -> Any:
         kind = type(layer).__name__
@@ -107,13 +109,18 @@ def prune_model(
                 left_dense[layer.name] = f"TFMOT cannot wrap {kind}"
             return layer
         try:
-            return sparsity.prune_low_magnitude(layer, pruning_schedule=schedule)
+            out = sparsity.prune_low_magnitude(layer, pruning_schedule=schedule)
+            wrapped_names.append(layer.name)
+            return out
         except (ValueError, TypeError) as exc:
             left_dense[layer.name] = f"TFMOT refused it: {str(exc).splitlines()[0][:120]}"
             return layer
 
+    from shoplens_convert.bridge import custom_layers
+
     try:
-        wrapped = tfk.models.clone_model(model, clone_function=wrap)
+        with tfk.utils.custom_object_scope(custom_layers()):
+            wrapped = tfk.models.clone_model(model, clone_function=wrap)
     except Exception as exc:
         raise ConversionError(f"pruning: TFMOT cannot wrap this model: {str(exc).splitlines()[0]}") from None
     _copy_weights(model, wrapped)
@@ -127,8 +134,12 @@ def prune_model(
         what=f"pruning to {options.sparsity:.0%}",
         show_progress=show_progress,
     )
-    stripped = sparsity.strip_pruning(wrapped)
-    return PruneResult(stripped, layer_sparsity(stripped), left_dense, result)
+    with tfk.utils.custom_object_scope(custom_layers()):
+        stripped = sparsity.strip_pruning(wrapped)
+    total = sum(int(np.prod(w.shape)) for w in model.weights)
+    prunable = sum(int(_kernel(model.get_layer(n)).size) for n in wrapped_names)  # type: ignore[union-attr]
+    share = round(prunable / total, 4) if total else 0.0
+    return PruneResult(stripped, layer_sparsity(stripped), left_dense, result, share)
 
 
 def _copy_weights(src: Any, dst: Any) -> None:

@@ -3,20 +3,44 @@
 QAT inserts fake-quant ops that model int8 rounding during a short fine-tune; PQAT uses TFMOT's
 ``Default8BitPrunePreserveQuantizeScheme`` so zeros made by pruning stay zero. Both run on
 tf-keras models; the result is converted to full int8 by :mod:`shoplens_convert.quantize`.
+
+TFMOT's schemes know a fixed list of layers and refuse a model with any other
+(``LayerNormalization``, ``Multiply`` of squeeze-and-excite blocks, ``Rescaling``, a
+``BatchNormalization`` that follows no convolution under PQAT, the bridge's own layers). Here
+every layer the scheme cannot quantize gets an explicit config instead: its output is fake-
+quantized (the int8 model quantizes it there too), or, for layers that pass their input through,
+nothing. Which layer got which is returned, so the report says it.
+
+    >>> result = quantization_aware_train(model, x, y, FineTuneOptions(epochs=1),
+    ...                                   output="probabilities")  # doctest: +SKIP
+    >>> result.fallback                                             # doctest: +SKIP
+    {'ln_0': 'output fake-quantized (TFMOT has no config for LayerNormalization)'}
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from shoplens.errors import ConversionError
-from shoplens_convert._tf import tfmot
+from shoplens_convert._tf import tf_keras, tfmot
+from shoplens_convert.bridge import custom_layers
 from shoplens_convert.finetune import FineTuneOptions, FineTuneResult, fine_tune, freeze_batchnorm
 
-__all__ = ["QatResult", "quantization_aware_train"]
+__all__ = ["QatResult", "fallback_configs", "quantization_aware_train"]
+
+# layers whose output is their input (at inference): no fake-quant needed
+_PASS_THROUGH = ("Identity", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+                 "StochasticDepth", "GaussianNoise", "GaussianDropout", "AlphaDropout")  # fmt: skip
+# TFLite requires these to keep their input's scale; a fake-quant of their own output breaks that
+_SAME_SCALE = ("AveragePooling1D", "AveragePooling2D", "AveragePooling3D")
+# layers TFMOT folds into the convolution before them (its layout transforms), or rewrites
+_TRANSFORMED = ("SeparableConv1D", "SeparableConv2D")
+_FOLDS_BN = ("Conv2D", "DepthwiseConv2D", "Dense")
+
+_CONFIGS: dict[str, type] = {}
 
 
 @dataclass
@@ -24,6 +48,88 @@ class QatResult:
     model: Any  # tf-keras model with fake-quant wrappers, ready for TFLiteConverter
     training: FineTuneResult
     preserve_sparsity: bool
+    fallback: dict[str, str] = field(default_factory=dict)  # layer -> the config it got, and why
+
+
+def fallback_configs() -> dict[str, type]:
+    """``OutputQuantizeConfig`` and ``NoOpQuantizeConfig`` (TFMOT ``QuantizeConfig`` classes)."""
+    if _CONFIGS:
+        return dict(_CONFIGS)
+    q = tfmot().quantization.keras
+
+    class OutputQuantizeConfig(q.QuantizeConfig):  # type: ignore[misc, name-defined]
+        """Weights stay float; the output gets an 8-bit moving-average fake-quant."""
+
+        def get_weights_and_quantizers(self, layer: Any) -> list[Any]:
+            return []
+
+        def get_activations_and_quantizers(self, layer: Any) -> list[Any]:
+            return []
+
+        def set_quantize_weights(self, layer: Any, quantize_weights: Any) -> None:
+            pass
+
+        def set_quantize_activations(self, layer: Any, quantize_activations: Any) -> None:
+            pass
+
+        def get_output_quantizers(self, layer: Any) -> list[Any]:
+            return [q.quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False,
+                                                        narrow_range=False)]  # fmt: skip
+
+        def get_config(self) -> dict[str, Any]:
+            return {}
+
+    class NoOpQuantizeConfig(OutputQuantizeConfig):
+        """Nothing is fake-quantized (a layer that passes its input through)."""
+
+        def get_output_quantizers(self, layer: Any) -> list[Any]:
+            return []
+
+    _CONFIGS.update(OutputQuantizeConfig=OutputQuantizeConfig, NoOpQuantizeConfig=NoOpQuantizeConfig)
+    return dict(_CONFIGS)
+
+
+def _follows_fold(layer: Any) -> bool:
+    """A BatchNormalization right after a layer TFMOT folds it into."""
+    try:
+        inbound = layer._inbound_nodes[0].inbound_layers
+    except (AttributeError, IndexError):
+        return False
+    inbound = inbound if isinstance(inbound, list) else [inbound]
+    return len(inbound) == 1 and type(inbound[0]).__name__ in _FOLDS_BN
+
+
+def _annotate(model: Any, registries: list[Any]) -> tuple[Any, dict[str, str]]:
+    """``quantize_annotate_model``, with an explicit config for every layer a registry lacks.
+
+    PQAT's registry calls "supported" every layer without trainable weights, then asks the 8-bit
+    registry for its config, which may not have one: both must support a layer.
+    """
+    tfk = tf_keras()
+    q = tfmot().quantization.keras
+    cfgs = fallback_configs()
+    fallback: dict[str, str] = {}
+
+    def annotate(layer: Any) -> Any:
+        kind = type(layer).__name__
+        supported = all(r.supports(layer) for r in registries) or kind in _TRANSFORMED
+        if kind == "BatchNormalization" and _follows_fold(layer):
+            supported = True
+        if kind in _SAME_SCALE:
+            fallback[layer.name] = f"not fake-quantized (TFLite's {kind} keeps its input's scale)"
+            return q.quantize_annotate_layer(layer, quantize_config=cfgs["NoOpQuantizeConfig"]())
+        if supported:
+            return q.quantize_annotate_layer(layer)
+        if kind in _PASS_THROUGH:
+            fallback[layer.name] = f"not fake-quantized ({kind} passes its input through)"
+            return q.quantize_annotate_layer(layer, quantize_config=cfgs["NoOpQuantizeConfig"]())
+        fallback[layer.name] = f"output fake-quantized, weights float (TFMOT has no config for {kind})"
+        return q.quantize_annotate_layer(layer, quantize_config=cfgs["OutputQuantizeConfig"]())
+
+    with q.quantize_scope(custom_layers()):
+        annotated = tfk.models.clone_model(model, clone_function=annotate)
+    annotated.set_weights(model.get_weights())
+    return annotated, fallback
 
 
 def quantization_aware_train(
@@ -36,18 +142,34 @@ def quantization_aware_train(
     preserve_sparsity: bool = False,
     show_progress: bool = False,
 ) -> QatResult:
-    """Wrap ``model`` (tf-keras) for QAT (or PQAT) and fine-tune it on preprocessed (x, y)."""
+    """Wrap ``model`` (tf-keras) for QAT (or PQAT) and fine-tune it on preprocessed (x, y).
+
+    Args:
+      model: a flat tf-keras functional model (the bridge makes one from any Keras 3 model).
+      x, y: preprocessed training images and their class indices.
+      options: epochs, batch size and learning rate of the fine-tune.
+      output: ``"probabilities"`` or ``"logits"`` (picks the loss).
+      preserve_sparsity: PQAT: keep the zeros of a pruned model.
+
+    Returns:
+      A :class:`QatResult` whose ``fallback`` lists the layers given a fallback config.
+
+    Raises:
+      ConversionError: TFMOT still cannot wrap the model (the message is TFMOT's first line).
+    """
     mot = tfmot()
     freeze_batchnorm(model)
     q = mot.quantization.keras
+    if preserve_sparsity:
+        scheme = mot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
+    else:
+        scheme = q.default_8bit.Default8BitQuantizeScheme()
     try:
-        if preserve_sparsity:
-            annotated = q.quantize_annotate_model(model)
-            qat_model = q.quantize_apply(
-                annotated, mot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
-            )
-        else:
-            qat_model = q.quantize_model(model)
+        default = q.default_8bit.Default8BitQuantizeScheme()
+        registries = [scheme.get_quantize_registry(), default.get_quantize_registry()]
+        annotated, fallback = _annotate(model, registries)
+        with q.quantize_scope({**custom_layers(), **fallback_configs()}):
+            qat_model = q.quantize_apply(annotated, scheme)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConversionError(f"QAT: TFMOT cannot quantize this model: {first[:300]}") from None
@@ -60,4 +182,4 @@ def quantization_aware_train(
         what="prune-preserving QAT" if preserve_sparsity else "QAT",
         show_progress=show_progress,
     )
-    return QatResult(qat_model, result, preserve_sparsity)
+    return QatResult(qat_model, result, preserve_sparsity, fallback)

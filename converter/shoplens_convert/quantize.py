@@ -39,12 +39,15 @@ def make_converter(
     io_type: str = "uint8",
     per_tensor: bool = False,
     allow_float_ops: bool = False,
+    static_batch: bool = False,
     on_sample: Callable[[], None] | None = None,
 ) -> Any:
     """A configured ``tf.lite.TFLiteConverter`` for one of RECIPES (Keras 3 or tf-keras model).
 
-    ``allow_float_ops`` lets int8 keep some ops in float (selective fallback); ``on_sample`` is
-    called for every calibration image (progress).
+    ``allow_float_ops`` lets int8 keep some ops in float (selective fallback); ``static_batch``
+    traces the model with a batch of exactly 1, so shape arithmetic (``Reshape`` heads) folds to
+    constants instead of ``SHAPE`` ops the Edge TPU cannot run; ``on_sample`` is called for every
+    calibration image (progress).
     """
     if recipe not in RECIPES:
         raise UsageError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
@@ -55,6 +58,8 @@ def make_converter(
     if saved_model_dir is not None:
         conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
     else:
+        if static_batch:
+            model = _batch_one(model)
         conv = tf.lite.TFLiteConverter.from_keras_model(model)
     if recipe == "float16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -89,6 +94,16 @@ def make_converter(
     return conv
 
 
+def _batch_one(model: Any) -> Any:
+    """The same model (shared weights) behind an input of batch size exactly 1."""
+    from shoplens_convert._tf import keras3, tf_keras
+
+    k = tf_keras() if type(model).__module__.startswith("tf_keras") else keras3()
+    spec = model.inputs[0]
+    inp = k.Input(batch_shape=(1, *spec.shape[1:]), dtype=spec.dtype)
+    return k.Model(inp, model(inp, training=False), name=f"{model.name}_batch1")
+
+
 def run_converter(what: str, fn: Callable[[], Any]) -> bytes:
     """Run a conversion quietly (it prints to stdout and native stderr); one-line errors."""
     try:
@@ -109,9 +124,14 @@ def quantize(
     calibration: np.ndarray | None = None,
     io_type: str = "uint8",
     per_tensor: bool = False,
+    static_batch: bool = False,
     show_progress: bool = False,
 ) -> bytes:
-    """Convert a Keras model with one of RECIPES; int8 needs preprocessed calibration frames."""
+    """Convert a Keras model with one of RECIPES; int8 needs preprocessed calibration frames.
+
+    Example:
+      >>> tflite = quantize(model, "int8", calibration=x[:300])  # doctest: +SKIP
+    """
     n = len(calibration) if calibration is not None and recipe == "int8" else 0
     with progress(show_progress and n > 0, "calibrating", n) as bar:
         conv = make_converter(
@@ -120,6 +140,7 @@ def quantize(
             calibration=calibration,
             io_type=io_type,
             per_tensor=per_tensor,
+            static_batch=static_batch,
             on_sample=bar.advance,
         )
         return run_converter(recipe, conv.convert)

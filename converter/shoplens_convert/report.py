@@ -1,18 +1,119 @@
-"""The conversion report: size and latency measurements, and its Markdown rendering."""
+"""The conversion report: the one dict every stage's block goes into, its size and latency
+measurements, and its Markdown rendering."""
 
 from __future__ import annotations
 
+import platform
 import time
 from typing import Any
 
 import numpy as np
 
+from shoplens._version import __version__
 from shoplens.classifier import Classifier
+from shoplens.contract import PreprocessContract
 from shoplens.data.datasets import Dataset
 from shoplens.options import BaseOptions, ImageClassifierOptions
-from shoplens_convert.tflite_stats import gzip_size
+from shoplens_convert.tflite_stats import gzip_size, io_summary, weight_sparsity
 
-__all__ = ["latency_ms", "render_markdown", "size_block"]
+__all__ = ["conversion_report", "latency_ms", "render_markdown", "size_block", "tool_versions"]
+
+
+def tool_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"shoplens": __version__, "python": platform.python_version()}
+    for dist in ("tensorflow", "tf-keras", "keras", "tensorflow-model-optimization", "ai-edge-litert"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def _status(chosen: str, comparison: Any, max_drop: float | None) -> dict[str, Any]:
+    if comparison is None:
+        msg = f"converted with recipe {chosen}; accuracy not checked (no --eval-data)"
+        return {"accepted": True, "checked": False, "message": msg}
+    lo, hi = comparison.ci95
+    if comparison.passed:
+        msg = (
+            f"converted with recipe {chosen}: top-1 drop {comparison.drop:+.2f} pt "
+            f"(95 % CI {lo:+.2f}..{hi:+.2f})"
+        )
+        if max_drop is not None:
+            msg += f" within the {max_drop:g} pt budget"
+        return {"accepted": True, "checked": True, "message": msg}
+    msg = (
+        f"top-1 drop {comparison.drop:.2f} pt (95 % CI {lo:+.2f}..{hi:+.2f}) exceeds --max-drop "
+        f"{max_drop:g} pt with recipe {chosen}; no model written (see report.md)"
+    )
+    return {"accepted": False, "checked": True, "message": msg}
+
+
+def conversion_report(
+    loaded: Any,
+    recipe: Any,
+    options: Any,
+    chosen: str,
+    model: bytes,
+    float_ref: bytes,
+    comparison: Any,
+    output_kind: str,
+    output_why: str,
+    labels: tuple[str, ...],
+    source_contract: PreprocessContract,
+    model_contract: PreprocessContract,
+    parts: dict[str, Any],
+    warnings: list[str],
+    *,
+    latency_data: Dataset | None = None,
+) -> dict[str, Any]:
+    """The report of one conversion: the stages' blocks plus what is measured on the result."""
+    from shoplens_convert.edgetpu_target import preflight_block
+
+    o = options
+    status = _status(chosen, comparison, o.max_drop)
+    if not status["checked"]:
+        warnings = [*warnings, "no --eval-data: the converted model's accuracy was not checked"]
+    report: dict[str, Any] = {
+        "status": status,
+        "warnings": list(warnings),
+        "source": {
+            "path": str(loaded.path),
+            "format": loaded.format,
+            "sha256": loaded.sha256,
+            "input_shape": list(loaded.input_shape),
+            "classes": loaded.num_classes,
+            "output": output_kind,
+            "output_detected_by": output_why,
+        },
+        "recipe": {
+            **recipe.to_dict(), "chosen": chosen, "io_type": o.io_type, "per_channel": not o.per_tensor,
+            "target": o.target,
+        },
+        "labels": {
+            "source": str(o.labels) if o.labels else "beside the model or the model's classes",
+            "names": list(labels),
+        },
+        "contract": {"source": source_contract.to_dict(), "model": model_contract.to_dict()},
+        **parts,
+        "sizes": size_block(float_ref, model),
+        "tflite": {**io_summary(model), "weight_sparsity": weight_sparsity(model)},
+        "accuracy": comparison.to_dict() if comparison else None,
+        "latency": latency_ms(model, o.latency_runs, latency_data) if o.latency_runs else None,
+        "tools": tool_versions(),
+    }
+    if o.target == "edgetpu":
+        report["edgetpu"] = {"preflight": preflight_block(model)}
+    if o.prune is not None and report.get("prune") is not None:
+        ws = report["tflite"]["weight_sparsity"]
+        pruned = [v for v in ws.values() if v["op"] != "DEPTHWISE_CONV_2D"]
+        total = sum(v["weights"] for v in pruned)
+        report["prune"]["sparsity_after_conversion"] = (
+            round(sum(v["sparsity"] * v["weights"] for v in pruned) / total, 4) if total else 0.0
+        )
+    return report
 
 
 def size_block(float32: bytes, model: bytes) -> dict[str, Any]:
@@ -71,11 +172,15 @@ def _kb(n: int) -> str:
 def render_markdown(r: dict[str, Any]) -> str:
     """A human-readable report.md from the report dict."""
     st = r["status"]
+    verdict = "ACCEPTED" if st.get("checked", True) else "NOT CHECKED"
+    verdict = verdict if st.get("accepted") else "REJECTED"
     lines = [
         f"# Conversion report: {r['source']['path']}",
         "",
-        f"**{'ACCEPTED' if st.get('accepted') else 'REJECTED'}**: {st.get('message', '')}",
+        f"**{verdict}**: {st.get('message', '')}",
         "",
+        *[f"- warning: {w}" for w in r.get("warnings", [])],
+        *([""] if r.get("warnings") else []),
         "## Source",
         f"- format {r['source']['format']}, input {r['source']['input_shape']}, "
         f"{r['source']['classes']} classes",
@@ -91,6 +196,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines.append(
             f"- {r['fold']['reason']} (max output difference {r['fold']['max_output_difference']:.2g})"
         )
+    lines += _model_edits_markdown(r)
     s = r["sizes"]
     lines += [
         "",
@@ -131,6 +237,7 @@ def render_markdown(r: dict[str, Any]) -> str:
             "",
             f"## Pruning (target {p['target_sparsity']:.0%})",
             f"- sparsity after conversion (pruned ops): {p.get('sparsity_after_conversion', 0):.1%}",
+            f"- prunable share of the weights: {p.get('prunable_weight_share', 0):.1%}",
             f"- fine-tune: {p['fine_tune']['epochs']} epochs on {p['fine_tune']['images']} images, "
             f"{p['fine_tune']['seconds']} s",
         ]
@@ -175,6 +282,38 @@ def render_markdown(r: dict[str, Any]) -> str:
             )
     lines += ["", "## Tools", ", ".join(f"{k} {v}" for k, v in r["tools"].items()), ""]
     return "\n".join(lines)
+
+
+def _model_edits_markdown(r: dict[str, Any]) -> list[str]:
+    """What the converter did to the model before quantizing: input preprocessing, the bridge."""
+    lines: list[str] = []
+    ip = r.get("input_preprocessing")
+    if ip:
+        lines += ["", "## Input preprocessing in the model", *[f"- {s}" for s in ip["steps"]],
+                  f"- {ip['handling']}"]  # fmt: skip
+    b = r.get("bridge") or {}
+    if b.get("used"):
+        lines += ["", "## Bridge to tf-keras",
+                  f"- {b['layers']} layers, max output difference {b['max_output_difference']:.2g} on "
+                  f"{b['images']} images"]  # fmt: skip
+        if b.get("nested_models_flattened"):
+            lines.append(f"- nested models flattened: {', '.join(b['nested_models_flattened'])}")
+        kinds = sorted(set(b.get("bridged_as", {}).values()))
+        if kinds:
+            lines.append(f"- bridged by equivalent layers: {'; '.join(kinds)}")
+    q = r.get("qat") or {}
+    fb = q.get("fallback_configs") or {}
+    if fb:
+        lines += ["", f"## QAT configs outside TFMOT's scheme ({len(fb)} layers)"]
+        lines += [f"- {reason}: {n} layers" for reason, n in _count(fb.values()).items()]
+    return lines
+
+
+def _count(values: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out
 
 
 def edgetpu_markdown(e: dict[str, Any]) -> list[str]:

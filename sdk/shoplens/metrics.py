@@ -53,6 +53,7 @@ class EvalResult:
     skipped: int = 0
     predictions: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64), repr=False)
     labels: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64), repr=False)
+    scores: np.ndarray | None = field(default=None, repr=False)  # (n, k), when kept
 
     @property
     def per_class_accuracy(self) -> dict[str, float]:
@@ -88,14 +89,19 @@ def evaluate(
     model_name: str = "model",
     label_names: tuple[str, ...] | None = None,
     batch_size: int = 128,
+    keep_scores: bool = False,
     show_progress: bool = False,
 ) -> EvalResult:
-    """Run ``predict`` over the dataset in batches (memory bounded) and score top-1/top-5."""
+    """Run ``predict`` over the dataset in batches (memory bounded) and score top-1/top-5.
+
+    ``keep_scores`` keeps every image's scores (n x k floats; the accuracy guard pairs them).
+    """
     names = tuple(label_names or dataset.label_names)
     k = len(names)
     confusion = np.zeros((k, k), np.int64)
     preds: list[np.ndarray] = []
     labels_all: list[np.ndarray] = []
+    kept: list[np.ndarray] = []
     top5_hits = 0
     buf = np.empty((batch_size, *preprocessor.out_shape), preprocessor.out_dtype)
     t0 = time.perf_counter()
@@ -120,6 +126,8 @@ def evaluate(
             top5_hits += topk_hits(scores, batch.labels, 5)
             preds.append(p)
             labels_all.append(batch.labels)
+            if keep_scores:
+                kept.append(scores.astype(np.float32))
             n += m
             bar.advance(m)
     if n == 0:
@@ -138,4 +146,5 @@ def evaluate(
         skipped=dataset.skipped,
         predictions=yhat,
         labels=y,
+        scores=np.concatenate(kept) if keep_scores else None,
     )

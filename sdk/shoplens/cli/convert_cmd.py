@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from shoplens.cli._common import out_console, print_json, show_progress
+from shoplens.cli._common import err_console, out_console, print_json, show_progress
 
 app = typer.Typer()
 
@@ -84,6 +84,13 @@ def convert_command(
         bool,
         typer.Option("--bake-bgr", help="With --bake-preprocessing: the model takes BGR (OpenCV) frames."),
     ] = False,
+    allow_double_normalization: Annotated[
+        bool,
+        typer.Option(
+            "--allow-double-normalization",
+            help="The model normalizes its input itself and was trained on input normalized twice.",
+        ),
+    ] = False,
     unsafe_load: Annotated[
         bool, typer.Option("--unsafe-load", help="Allow Lambda layers (runs code from the file).")
     ] = False,
@@ -99,7 +106,6 @@ def convert_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
 ) -> None:
     """Convert a Keras classifier into a self-describing TFLite model, under an accuracy guard."""
-    from shoplens.errors import DriftGateFailed
     from shoplens_convert.pipeline import ConvertOptions, check_output_dir, convert  # lazy: TensorFlow
 
     options = ConvertOptions(
@@ -107,41 +113,31 @@ def convert_command(
         prune_epochs=prune_epochs, prune_freeze_batchnorm=prune_freeze_bn, qat_epochs=qat_epochs,
         learning_rate=learning_rate, calib_data=calib_data,
         calib_count=calib_count, eval_data=eval_data, max_drop=max_drop, target=target, io_type=io_type,
-        embedding=embedding,
-        per_tensor=per_tensor, bake_preprocessing=bake_preprocessing, bake_bgr=bake_bgr,
+        embedding=embedding, per_tensor=per_tensor, bake_preprocessing=bake_preprocessing, bake_bgr=bake_bgr,
+        allow_double_normalization=allow_double_normalization,
         unsafe_load=unsafe_load, name=name, version=version, show_progress=show_progress(json_out, quiet),
     )  # fmt: skip
     options.resolved_recipe()  # unknown recipe: fail before any work
     inputs = [model, labels, contract, model.parent / "labels.txt", model.parent / "contract.json"]
     check_output_dir(out, overwrite=overwrite, inputs=[p for p in inputs if p is not None])  # fail early
-    if bundle and (out / "bundle").exists() and any((out / "bundle").iterdir()) and not overwrite:
-        from shoplens.errors import OutputExistsError
-
-        raise OutputExistsError(f"{out / 'bundle'} already exists; pass --overwrite to replace it")
     result = convert(model, options)
-    result.save(out, overwrite=overwrite)
-    edgetpu_msg = ""
-    if target == "edgetpu" and result.accepted:
-        from shoplens_convert.edgetpu_target import compile_step
-
-        edgetpu_msg = compile_step(out, result.report)  # raises (exit 1) when the compiler fails
-    if bundle and result.accepted:
-        from shoplens.bundle import write_bundle
-
-        manifest = write_bundle(out / "model.tflite", out / "bundle", overwrite=overwrite)
-        result.report["bundle"] = {"path": str(out / "bundle"), "frames": manifest["frames"]}
+    saved = result.save(out, overwrite=overwrite, bundle=bundle)
+    report = saved.report
     if json_out:
-        print_json(result.report)
-    elif not quiet and result.accepted:
-        s = result.report["sizes"]
-        out_console.print(result.report["status"]["message"])
-        out_console.print(
-            f"{out / 'model.tflite'}: {s['model_bytes'] / 1024:.1f} KiB "
-            f"({s['ratio_to_float32']:.3f}x float32; gzip {s['gzip_ratio_to_float32_gzip']:.3f}x); "
-            f"report in {out / 'report.md'}"
-        )
-        if edgetpu_msg:
-            out_console.print(f"Edge TPU pre-flight: {result.report['edgetpu']['preflight']['summary']}")
-            out_console.print(edgetpu_msg)
-    if not result.accepted:
-        raise DriftGateFailed(result.report["status"]["message"])
+        print_json(report)
+    elif not quiet:
+        for w in report.get("warnings", []):
+            err_console.print(f"warning: {w}")
+        if result.accepted:
+            s = report["sizes"]
+            out_console.print(report["status"]["message"])
+            out_console.print(
+                f"{out / 'model.tflite'}: {s['model_bytes'] / 1024:.1f} KiB "
+                f"({s['ratio_to_float32']:.3f}x float32; gzip {s['gzip_ratio_to_float32_gzip']:.3f}x); "
+                f"report in {out / 'report.md'}"
+            )
+            if "edgetpu" in report:
+                out_console.print(f"Edge TPU pre-flight: {report['edgetpu']['preflight']['summary']}")
+            for m in saved.messages:
+                out_console.print(m)
+    result.raise_for_status()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from shoplens.contract import PreprocessContract
+from shoplens.drift.paired import PairedResult, bootstrap_drop_ci
 
 CAUSE_TRIGGER_AGREEMENT = 0.99  # below this, drift looks for the likely cause
 CAUSE_TRIGGER_SCORE_DELTA = 0.02  # or above this mean |score delta| (int8 noise is about 0.001)
@@ -30,20 +30,10 @@ def _prf(confusion: np.ndarray) -> dict[str, np.ndarray]:
 def paired_bootstrap_ci(
     ref_ok: np.ndarray, cand_ok: np.ndarray, *, rounds: int = 4000, seed: int = 0
 ) -> tuple[float, float]:
-    """95 % percentile CI (points) of the paired top-1 drop, resampling images with replacement.
-
-    The paired difference per image takes only the values -1, 0, +1, so resampling N images is a
-    multinomial draw over those three counts: exact, and O(rounds) rather than O(rounds * N).
-    """
+    """95 % percentile CI (points) of the paired top-1 drop from per-image correctness bits."""
     d = ref_ok.astype(np.int8) - cand_ok.astype(np.int8)
-    n = len(d)
-    if n == 0:
-        return (math.nan, math.nan)
-    counts = np.array([(d == -1).sum(), (d == 0).sum(), (d == 1).sum()], np.float64)
-    draws = np.random.default_rng(seed).multinomial(n, counts / n, size=rounds)
-    drops = 100.0 * (draws[:, 2] - draws[:, 0]) / n
-    lo, hi = np.percentile(drops, [2.5, 97.5])
-    return float(lo), float(hi)
+    return bootstrap_drop_ci(int((d == 1).sum()), int((d == 0).sum()), int((d == -1).sum()),
+                             rounds=rounds, seed=seed)  # fmt: skip
 
 
 @dataclass
@@ -102,6 +92,24 @@ class DriftReport:
     per_frame: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     gate: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_metrics(
+        cls, m: PairedResult, *, reference: str, candidate: str, data: str, labels: tuple[str, ...],
+        contract_differences: dict[str, tuple[Any, Any]] | None = None,
+        per_frame: list[dict[str, Any]] | None = None,
+    ) -> DriftReport:  # fmt: skip
+        """A report around the metrics that :class:`~shoplens.drift.paired.PairedMetrics` extracted."""
+        return cls(
+            reference=reference, candidate=candidate, data=data, labels=labels, n=m.n,
+            ref_confusion=m.ref_confusion, cand_confusion=m.cand_confusion, ref_top5=m.ref_top5,
+            cand_top5=m.cand_top5, agreement=m.agreement, kl_mean=m.kl_mean, abs_delta_mean=m.abs_delta_mean,
+            abs_delta_max=m.abs_delta_max, drop_ci95=m.drop_ci95, disagreeing_ids=m.disagreeing_ids,
+            disagreeing_total=m.disagreeing_total, ref_top_share=m.ref_top_share,
+            cand_top_share=m.cand_top_share, cand_top_class=m.cand_top_class,
+            ref_score_spread=m.ref_score_spread, cand_score_spread=m.cand_score_spread,
+            contract_differences=dict(contract_differences or {}), per_frame=list(per_frame or []),
+        )  # fmt: skip
 
     # -- derived metrics ----------------------------------------------------------------------
     @property

@@ -12,26 +12,30 @@ from shoplens.data.datasets import Dataset
 from shoplens.drift.causes import likely_causes
 from shoplens.drift.inputs import DeviceOutputs
 from shoplens.drift.models import DriftModel, scores_for
+from shoplens.drift.paired import MAX_LISTED_IDS, PairedMetrics
 from shoplens.drift.report import (
     CAUSE_TRIGGER_AGREEMENT,
     CAUSE_TRIGGER_KL,
     CAUSE_TRIGGER_SCORE_DELTA,
     DriftReport,
-    paired_bootstrap_ci,
 )
 from shoplens.errors import DataError
-from shoplens.metrics import topk_hits
-
-# -- the run ----------------------------------------------------------------------------------
-MAX_LISTED_IDS = 1000
 
 
-def _kl(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    eps = 1e-7
-    p = np.clip(p, eps, 1.0)
-    q = np.clip(q, eps, 1.0)
-    kl: np.ndarray = np.sum(p * (np.log(p) - np.log(q)), axis=1)
-    return kl
+def frame_verdicts(
+    rs: np.ndarray, cs: np.ndarray, y: np.ndarray, ids: list[str], tolerance: float
+) -> list[dict[str, Any]]:
+    """Per frame (bundles): same top-1 and every score within ``tolerance``."""
+    out = []
+    for j in range(len(y)):
+        mx = float(np.abs(rs[j] - cs[j]).max())
+        out.append({
+            "id": ids[j], "label": int(y[j]),
+            "reference_top1": int(rs[j].argmax()), "candidate_top1": int(cs[j].argmax()),
+            "max_abs_delta": round(mx, 6),
+            "ok": bool(rs[j].argmax() == cs[j].argmax() and mx <= tolerance),
+        })  # fmt: skip
+    return out
 
 
 def _contract_differences(a: PreprocessContract, b: PreprocessContract) -> dict[str, tuple[Any, Any]]:
@@ -85,24 +89,10 @@ def run_drift(
     if not device:
         cand_pre = candidate.preprocessor()  # type: ignore[union-attr]
         cand_buf = np.empty((batch_size, *cand_pre.out_shape), cand_pre.out_dtype)
-    ref_conf = np.zeros((k, k), np.int64)
-    cand_conf = np.zeros((k, k), np.int64)
-    ref_ok_parts: list[np.ndarray] = []
-    cand_ok_parts: list[np.ndarray] = []
-    ref_pred_counts = np.zeros(k, np.int64)
-    cand_pred_counts = np.zeros(k, np.int64)
-    sums = {"r1": np.zeros(k), "r2": np.zeros(k), "c1": np.zeros(k), "c2": np.zeros(k)}
-    top5 = [0, 0]
-    agree = 0
-    kl_sum = 0.0
-    ad_sum = 0.0
-    ad_max = 0.0
-    disagreeing: list[str] = []
-    disagreeing_total = 0
+    acc = PairedMetrics(k, max_ids=MAX_LISTED_IDS)
     sample_ids: list[str] = []
     sample_scores: list[np.ndarray] = []
     per_frame: list[dict[str, Any]] = []
-    n = 0
     t0 = time.perf_counter()
     if device:
         candidate.check_against(reference.labels, dataset.ids(), dataset.name)  # type: ignore[union-attr]
@@ -118,76 +108,22 @@ def run_drift(
                 cs = np.stack([candidate.scores[i] for i in batch.ids])  # type: ignore[union-attr]
             else:
                 cs = scores_for(candidate, cand_pre, batch, cand_buf)  # type: ignore[arg-type]
-            rp, cp = rs.argmax(1), cs.argmax(1)
-            np.add.at(ref_conf, (y, rp), 1)
-            np.add.at(cand_conf, (y, cp), 1)
-            ref_ok_parts.append(rp == y)
-            cand_ok_parts.append(cp == y)
-            ref_pred_counts += np.bincount(rp, minlength=k)
-            cand_pred_counts += np.bincount(cp, minlength=k)
-            for key, s in (("r", rs), ("c", cs)):
-                sums[key + "1"] += s.sum(0)
-                sums[key + "2"] += (s * s).sum(0)
-            top5[0] += topk_hits(rs, y, 5)
-            top5[1] += topk_hits(cs, y, 5)
-            same = rp == cp
-            agree += int(same.sum())
-            kl_sum += float(_kl(rs, cs).sum())
-            ad = np.abs(rs - cs)
-            ad_sum += float(ad.mean(axis=1).sum())
-            ad_max = max(ad_max, float(ad.max()))
-            for j in np.flatnonzero(~same).tolist():
-                disagreeing_total += 1
-                if len(disagreeing) < MAX_LISTED_IDS:
-                    disagreeing.append(batch.ids[j])
+            acc.add(rs, cs, y, batch.ids)
             if len(sample_ids) < cause_sample:
                 take = min(m, cause_sample - len(sample_ids))
                 sample_ids.extend(batch.ids[:take])
                 sample_scores.append(cs[:take])
             if score_tolerance is not None:
-                for j in range(m):
-                    mx = float(ad[j].max())
-                    per_frame.append({
-                        "id": batch.ids[j], "label": int(y[j]),
-                        "reference_top1": int(rp[j]), "candidate_top1": int(cp[j]),
-                        "max_abs_delta": round(mx, 6),
-                        "ok": bool(rp[j] == cp[j] and mx <= score_tolerance),
-                    })  # fmt: skip
-            n += m
+                per_frame.extend(frame_verdicts(rs, cs, y, batch.ids, score_tolerance))
             bar.advance(m)
-    if n == 0:
+    if acc.n == 0:
         raise DataError(f"dataset {dataset.name} yielded no images")
-
-    def spread(s1: np.ndarray, s2: np.ndarray) -> float:
-        var = np.maximum(s2 / n - (s1 / n) ** 2, 0.0)
-        return float(np.sqrt(var).mean())
-
-    ref_ok, cand_ok = np.concatenate(ref_ok_parts), np.concatenate(cand_ok_parts)
-    report = DriftReport(
-        reference=reference.name,
-        candidate=cand_name,
-        data=dataset.name,
+    report = DriftReport.from_metrics(
+        acc.result(), reference=reference.name, candidate=cand_name, data=dataset.name,
         labels=tuple(reference.labels),
-        n=n,
-        ref_confusion=ref_conf,
-        cand_confusion=cand_conf,
-        ref_top5=top5[0] / n,
-        cand_top5=top5[1] / n,
-        agreement=agree / n,
-        kl_mean=max(0.0, kl_sum / n),
-        abs_delta_mean=ad_sum / n,
-        abs_delta_max=ad_max,
-        drop_ci95=paired_bootstrap_ci(ref_ok, cand_ok),
-        disagreeing_ids=disagreeing,
-        disagreeing_total=disagreeing_total,
-        ref_top_share=float(ref_pred_counts.max() / n),
-        cand_top_share=float(cand_pred_counts.max() / n),
-        cand_top_class=int(cand_pred_counts.argmax()),
-        ref_score_spread=spread(sums["r1"], sums["r2"]),
-        cand_score_spread=spread(sums["c1"], sums["c2"]),
         contract_differences={} if device else _contract_differences(reference.contract, candidate.contract),  # type: ignore[union-attr]
         per_frame=per_frame,
-    )
+    )  # fmt: skip
     if analyse is None:
         analyse = (
             report.agreement < CAUSE_TRIGGER_AGREEMENT
