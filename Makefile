@@ -9,6 +9,9 @@ FMNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 DEMO_OUT ?= out/demo
 PYTEST_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+# the [convert] extra of pyproject.toml, split so that TFMOT's stale absl-py pin is not re-resolved
+CONVERT_DEPS := 'tensorflow>=2.21,<2.22' 'tf-keras>=2.21,<2.22' 'dm-tree~=0.1.1' mock scipy six
+TFMOT := 'tensorflow-model-optimization>=0.8.1,<0.9'
 
 .PHONY: help setup data browser demo test lint clean train-reference bench fuzz soak
 
@@ -24,10 +27,12 @@ help:
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[convert,dev]'
-	@# MediaPipe is the independent client the metadata tests load our models in. Its absl-py pin
-	@# conflicts on paper with TFMOT's, so it is a second step (both work together; tested).
-	$(PIP) install --quiet -e '.[bench]'
+	@# The runtime, dev tools, MediaPipe (the independent client our metadata is tested in) and the
+	@# converter's dependencies in one resolution. TFMOT 0.8.1 declares absl-py~=1.2 while MediaPipe
+	@# needs absl-py~=2.3; TFMOT runs with 2.x (every QAT/pruning test does), so it is installed last,
+	@# without re-resolving its dependencies: the set-up prints no resolver conflict.
+	$(PIP) install --quiet -e '.[dev,bench]' $(CONVERT_DEPS)
+	$(PIP) install --quiet --no-deps $(TFMOT)
 	@touch $@
 
 # A second venv pinned to tflite-runtime 2.14, which is built against numpy 1.x: the SDK's

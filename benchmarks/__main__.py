@@ -178,9 +178,10 @@ def quality_gate(n: int) -> dict:
     pre = Preprocessor(contract)
     opts = QualityOptions(policy="reject")
     rows = []
+    buf = np.empty(pre.out_shape, pre.out_dtype)
     for f, why in zip(frames, reasons, strict=True):
-        pre(f)
-        v = gate_frame(pre.last_resized, pre.last_crop, pre.last_crop_side, opts,
+        view = pre.process(f, buf)
+        v = gate_frame(view.resized, view.crop, view.crop_side, opts,
                        resized_is_area=contract.interpolation.value == "area")  # fmt: skip
         rows.append((why, v))
     out: dict = {"frames": n, "per_reason": {}}

@@ -31,9 +31,9 @@ def main() -> None:
     pre = Preprocessor(PreprocessContract.load(REF / "contract.json"))
     area, fast = [], []
     for f in frames:
-        pre(f)
-        area.append(laplacian_variance(_gray(area_view(pre.last_crop))))
-        fast.append(noise_compensated_energy(_gray(pre.last_resized)))  # the model's 96x96 view
+        view = pre.process(f, np.empty(pre.out_shape, pre.out_dtype))
+        area.append(laplacian_variance(_gray(area_view(view.crop))))
+        fast.append(noise_compensated_energy(_gray(view.resized)))  # the model's 96x96 view
     why = np.array([r or "" for r in reasons])
     area_a, fast_a = np.array(area), np.array(fast)
     good, blur = why == "", why == "blur"

@@ -40,7 +40,7 @@ ROWS: list[tuple[str, str, float | None, str]] = [
 
 def _predictions(model: bytes, eval_spec: str) -> list[int]:
     from shoplens.data.spec import open_dataset
-    from shoplens_convert.guard import evaluate_tflite
+    from shoplens.metrics import evaluate_tflite
 
     return evaluate_tflite(model, open_dataset(eval_spec)).predictions.tolist()
 

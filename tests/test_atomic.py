@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from shoplens._atomic import atomic_path, atomic_write_text, ensure_output_dir
 from shoplens.errors import DataError, OutputExistsError
+from shoplens.internal.atomic import atomic_path, atomic_write_text, ensure_output_dir
 
 
 def test_refuses_overwrite_unless_asked(tmp_path: Path) -> None:

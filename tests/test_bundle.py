@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import one_line_error, run_cli
-from shoplens.bundle import verify_bundle, write_bundle
+from shoplens.bundle import verify_bundle
+from shoplens.bundle_writer import write_bundle
 from shoplens.errors import DataError, InvalidFrameError, OutputExistsError
 
 

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from shoplens.classifier import (
+from shoplens import (
     BaseOptions,
     Classifier,
     ClassifierOptions,
@@ -18,13 +18,12 @@ from shoplens.classifier import (
     ImageClassifierOptions,
     RunningMode,
     SmoothingOptions,
-    _dequantize,
 )
 from shoplens.contract import PreprocessContract
 from shoplens.data import load_fashion_mnist, render_scene
 from shoplens.errors import DataError, DelegateUnavailableError, InvalidFrameError, ModelError, UsageError
+from shoplens.postprocess import dequantize
 from shoplens.quality import QualityOptions
-from shoplens.tflite_model import TensorInfo
 
 
 @pytest.fixture(scope="module")
@@ -378,11 +377,10 @@ def test_corrupt_models_are_model_errors(tiny_rgb, tmp_path: Path) -> None:
 
 
 def test_dequantize_through_int64() -> None:
-    t = TensorInfo(0, "out", (1, 3), (1, 3), "uint8", (0.5,), (128,))
     q = np.array([0, 128, 255], np.uint8)
-    np.testing.assert_allclose(_dequantize(q, t), [-64.0, 0.0, 63.5])  # uint8 arithmetic would wrap
-    t8 = TensorInfo(0, "out", (1, 2), (1, 2), "int8", (1.0,), (-128,))
-    np.testing.assert_allclose(_dequantize(np.array([-128, 127], np.int8), t8), [0.0, 255.0])
+    np.testing.assert_allclose(dequantize(q, 0.5, 128), [-64.0, 0.0, 63.5])  # uint8 arithmetic would wrap
+    np.testing.assert_allclose(dequantize(np.array([-128, 127], np.int8), 1.0, -128), [0.0, 255.0])
+    np.testing.assert_array_equal(dequantize(np.array([0.25]), None), [0.25])
 
 
 def test_running_mode_enum() -> None:

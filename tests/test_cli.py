@@ -69,7 +69,7 @@ def test_non_image_file_is_skipped_and_counted(tmp_path: Path, fmnist_test) -> N
 def test_unwritable_output_directory(out: str) -> None:
     """/sys and /proc refuse new directories even for root: a real unwritable location."""
     _one_line_error(
-        run_cli("data", "kiosk", "--out", out, "--frames", "2"), 2, "cannot create output directory"
+        run_cli("data", "kiosk", "--out", out, "--frames", "2"), 2, "cannot write in"
     )
 
 

@@ -69,6 +69,14 @@ def test_classify_errors(tiny_rgb, tmp_path: Path) -> None:
         run_cli("classify", str(tiny_rgb["nometa"]), str(tmp_path)), 2, "carries no preprocessing contract"
     )
     _one_line_error(
-        run_cli("classify", str(tiny_rgb["int8"]), str(tmp_path), "--delegate", "gpu"), 2, "delegates"
+        run_cli("classify", str(tiny_rgb["int8"]), str(tmp_path), "--delegate", "gpu"), 2,
+        "'gpu' is not one of 'cpu', 'edgetpu'",
     )
+    _one_line_error(
+        run_cli("classify", str(tiny_rgb["int8"]), str(tmp_path), "--quality", "maybe"), 2,
+        "'maybe' is not one of 'off', 'warn', 'reject'",
+    )
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    _one_line_error(run_cli("classify", str(tiny_rgb["int8"]), str(bad)), 2, "cannot read image")
     _one_line_error(run_cli("classify", str(tiny_rgb["int8"]), "--camera", "7"), 2, "cannot open camera 7")

@@ -17,7 +17,7 @@ TFLRT_PY = ROOT / ".venv-tflrt" / "bin" / "python"
 
 @pytest.fixture(scope="module")
 def fresh_bundle(tiny_rgb, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from shoplens.bundle import write_bundle
+    from shoplens.bundle_writer import write_bundle
 
     out = tmp_path_factory.mktemp("device_suite") / "bundle"
     write_bundle(tiny_rgb["int8"], out, frames=12, seed=11)

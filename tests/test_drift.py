@@ -13,6 +13,7 @@ from device_pipeline import device_scores, write_outputs
 from conftest import ARTIFACTS, one_line_error, run_cli
 from shoplens.data.spec import open_dataset
 from shoplens.drift import DeviceOutputs, TFLiteDriftModel, open_model, paired_bootstrap_ci, run_drift
+from shoplens.errors import DependencyError
 
 
 def _frames(spec: str):
@@ -57,7 +58,7 @@ def test_swapped_channel_order_is_named(color_catalog, tmp_path: Path, browser) 
     best = d["cause_analysis"]["alternatives"][0]
     assert best["agreement"] >= 0.98
     # the HTML report, looked at in a real browser
-    from shoplens.drift_html import render_html
+    from shoplens.drift.html import render_html
 
     d["gate"] = {"passed": False, "failures": ["agreement below 99 %"]}
     page_path = tmp_path / "drift.html"
@@ -111,10 +112,17 @@ def test_collapsed_int8_model_is_named(tiny_keras_model, tmp_path: Path) -> None
     )
     cand = tmp_path / "collapsed.tflite"
     cand.write_bytes(embed_shoplens_metadata(tfl, shoplens_metadata_dict(contract, FASHION_MNIST_LABELS)))
-    ref = open_model(tiny_keras_model)
+    from shoplens_convert.drift_model import KerasDriftModel
+
+    with pytest.raises(DependencyError, match="needs the converter"):  # the runtime alone cannot
+        open_model(tiny_keras_model)
+    ref = open_model(tiny_keras_model, keras_opener=KerasDriftModel)
     report = run_drift(ref, open_model(cand), open_dataset("fashion-mnist:test:500"), cause_sample=200)
     assert report.collapsed
     assert report.check_gate(max_drop=1.0)
+    failures = report.check_gate()  # no limits given: a collapsed candidate still fails
+    assert len(failures) == 1 and "collapsed" in failures[0] and not report.gate["passed"]
+    assert report.check_gate(allow_collapse=True) == []
     assert "collapsed to a near-constant output" in report.likely_cause()
     assert report.drop > 30
     # the CLI: exit 1, one line naming each failed limit, by how much, and the cause
@@ -158,7 +166,7 @@ def test_cli_gate_json_and_html(color_catalog, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def bundle_dir(tiny_rgb, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from shoplens.bundle import write_bundle
+    from shoplens.bundle_writer import write_bundle
 
     out = tmp_path_factory.mktemp("drift_bundle") / "bundle"
     write_bundle(tiny_rgb["int8"], out, frames=24)

@@ -17,7 +17,7 @@ from hypothesis.extra import numpy as hnp
 
 from shoplens.classifier import Classifier
 from shoplens.errors import InvalidFrameError
-from shoplens.options import ClassificationResult
+from shoplens.results import ClassificationResult
 
 EXAMPLES = int(os.environ.get("SHOPLENS_FUZZ_EXAMPLES", "250"))
 ROIS = [None, (0, 0, 16, 16), (-50, -50, 80, 80), (5000, 5000, 10, 10), (3, 2, 1, 1), (-10, 4, 9, 400)]

@@ -21,8 +21,8 @@ def _verdicts(kind: str | None, n: int = 40, **opts):
     out = []
     for i in range(n):
         frame = render_scene(x[i], np.random.default_rng(i), bad=kind)
-        pre(frame)
-        out.append(gate_frame(pre.last_resized, pre.last_crop, pre.last_crop_side, q, resized_is_area=False))
+        view = pre.process(frame, np.empty(pre.out_shape, pre.out_dtype))
+        out.append(gate_frame(view.resized, view.crop, view.crop_side, q, resized_is_area=False))
     return out
 
 
@@ -46,8 +46,9 @@ def test_band_edges_force_each_stage() -> None:
     only_area = _verdicts(None, 10, fast_blurred_below=-1e9, fast_sharp_above=1e9)
     pre = Preprocessor(PreprocessContract.from_range(96, 96, -1, 1, interpolation="linear"))
     for i, v in enumerate(only_area):
-        pre(render_scene(x[i], np.random.default_rng(i)))
-        gray = cv2.cvtColor(area_view(pre.last_crop), cv2.COLOR_BGR2GRAY)
+        frame = render_scene(x[i], np.random.default_rng(i))
+        view = pre.process(frame, np.empty(pre.out_shape, pre.out_dtype))
+        gray = cv2.cvtColor(area_view(view.crop), cv2.COLOR_BGR2GRAY)
         assert v.sharpness == pytest.approx(laplacian_variance(gray))
     with pytest.raises(UsageError, match="fast_blurred_below"):
         QualityOptions(fast_blurred_below=40.0, fast_sharp_above=30.0)

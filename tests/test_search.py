@@ -49,18 +49,17 @@ def test_embedder(converted: Path, fmnist_test) -> None:
         assert r.embedding is not None and r.embedding.shape == (emb.dim,)
         assert abs(float(np.linalg.norm(r.embedding)) - 1.0) < 1e-5
         assert emb.categories[0] == "T-shirt/top"
-        with pytest.raises(UsageError, match="embeds"):
-            emb.classify(fmnist_test[0][0])
+        assert not hasattr(emb, "classify")  # its own task, not a Classifier with stubs
+        raw = emb.embed_preprocessed(emb.preprocessor(fmnist_test[0][0])[None])
+        np.testing.assert_allclose(raw[0], r.embedding, atol=1e-6)
         with pytest.raises(Exception, match="frame is None"):
             emb.embed(None)
     with pytest.raises(ModelError, match="not an embedding model"):
         Embedder.create_from_model_path(converted / "model.tflite")
     with pytest.raises(UsageError, match="IMAGE or VIDEO"):
-        Embedder.create_from_model_path(
-            converted / "embedding.tflite",
-            running_mode=RunningMode.LIVE_STREAM,
-            result_callback=lambda *a: None,
-        )
+        Embedder.create_from_model_path(converted / "embedding.tflite", running_mode=RunningMode.LIVE_STREAM)
+    with pytest.raises(UsageError, match="unknown option 'result_callback' for Embedder"):
+        Embedder.create_from_model_path(converted / "embedding.tflite", result_callback=lambda *a: None)
 
 
 def test_build_search_and_filters(converted: Path, catalog: Path, tmp_path: Path, fmnist_test) -> None:
@@ -80,7 +79,8 @@ def test_build_search_and_filters(converted: Path, catalog: Path, tmp_path: Path
     assert len(only_bags) == 5 and {h.product.category for h in only_bags} == {"Bag"}
     brand = idx.products[0].attributes["brand"]
     assert all(h.product.attributes["brand"] == brand for h in idx.search(q, 5, where={"brand": brand}))
-    assert idx.search(q, 5, category="No such category") == []
+    with pytest.raises(UsageError, match="unknown category 'No such category'; the index has: Ankle boot"):
+        idx.search(q, 5, category="No such category")
     for bad in (0, -3):
         with pytest.raises(UsageError, match="positive"):
             idx.search(q, bad)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from shoplens.classifier import Classifier, ClassifierOptions
+from shoplens import Classifier, ClassifierOptions
 from shoplens.data import load_fashion_mnist, render_scene
 
 VENV_PY = ROOT / ".venv-tflrt" / "bin" / "python"
@@ -19,7 +19,7 @@ VENV_PY = ROOT / ".venv-tflrt" / "bin" / "python"
 SCRIPT = r"""
 import json, sys
 import numpy as np
-from shoplens.classifier import Classifier, ClassifierOptions
+from shoplens import Classifier, ClassifierOptions
 frames = np.load(sys.argv[2])
 assert np.__version__.startswith("1."), np.__version__
 with Classifier.create_from_model_path(sys.argv[1], backend="tflite_runtime",

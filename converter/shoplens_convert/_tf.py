@@ -12,8 +12,8 @@ import importlib
 import os
 from typing import Any
 
-from shoplens._quiet import quiet_native_stderr
 from shoplens.errors import DependencyError
+from shoplens.internal.quiet import quiet_native_stderr
 
 _CACHE: dict[str, Any] = {}
 

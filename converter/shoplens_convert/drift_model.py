@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from shoplens.contract import PreprocessContract
-from shoplens.drift.models import DriftModel, softmax_rows, to_probabilities
+from shoplens.drift.models import DriftModel, to_probabilities
+from shoplens.postprocess import softmax
 from shoplens.preprocess import Preprocessor
 from shoplens_convert.load import check_contract_fits, find_labels, find_sidecar_contract, load_keras_model
 
@@ -41,4 +42,4 @@ class KerasDriftModel(DriftModel):
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         y = np.asarray(self._model(inputs, training=False), np.float64)
-        return softmax_rows(y) if self._logits else to_probabilities(y)
+        return softmax(y) if self._logits else to_probabilities(y)

@@ -91,12 +91,12 @@ def embedding_drift(
 ) -> dict[str, Any]:
     """Cosine float-vs-quantized on up to ``limit`` images, and neighbour overlap@k."""
     from shoplens.embedder import Embedder
-    from shoplens.options import BaseOptions, ImageClassifierOptions
+    from shoplens.options import BaseOptions, ImageEmbedderOptions
 
     pre = Preprocessor(contract, input_order="BGR")
     floats: list[np.ndarray] = []
     quants: list[np.ndarray] = []
-    opts = ImageClassifierOptions(base_options=BaseOptions(model_asset_buffer=tflite, num_threads=1))
+    opts = ImageEmbedderOptions(base_options=BaseOptions(model_asset_buffer=tflite, num_threads=1))
     with Embedder(opts) as emb:
         n = 0
         for batch in dataset.batches(128):

@@ -28,6 +28,6 @@ def evaluate_keras(
     check_contract_fits(loaded, contract)
     names = find_labels(loaded.path, labels_path, loaded.num_classes)
     return evaluate_keras_model(
-        loaded.model, open_dataset(data), contract, names, name=loaded.path.name,
+        loaded.model, open_dataset(data, labels=names), contract, names, name=loaded.path.name,
         batch_size=batch_size, show_progress=show_progress,
     )  # fmt: skip

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from shoplens._progress import progress
 from shoplens.errors import UsageError
+from shoplens.internal.progress import progress
 from shoplens_convert._tf import tf_keras
 
 __all__ = ["FineTuneOptions", "FineTuneResult", "fine_tune", "freeze_batchnorm"]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from shoplens._progress import progress
 from shoplens.contract import PreprocessContract
 from shoplens.data.datasets import Dataset
 from shoplens.errors import DataError, UsageError
+from shoplens.internal.progress import progress
 from shoplens.preprocess import Preprocessor
 
 __all__ = ["MAX_ARRAY_BYTES", "preprocessed_arrays"]

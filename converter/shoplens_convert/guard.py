@@ -17,14 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from shoplens.classifier import Classifier
 from shoplens.contract import PreprocessContract
 from shoplens.data.datasets import Dataset
 from shoplens.drift.models import to_probabilities
 from shoplens.drift.paired import PairedMetrics, PairedResult
 from shoplens.errors import DataError
 from shoplens.metrics import EvalResult, evaluate
-from shoplens.options import BaseOptions, ImageClassifierOptions
 from shoplens.preprocess import Preprocessor
 
 __all__ = [
@@ -32,7 +30,6 @@ __all__ = [
     "check_classes",
     "compare",
     "evaluate_keras_model",
-    "evaluate_tflite",
 ]
 
 
@@ -62,18 +59,6 @@ def check_classes(dataset: Dataset, k: int) -> None:
     """A dataset evaluated against a model must have as many classes as the model predicts."""
     if len(dataset.label_names) != k:
         raise DataError(f"{dataset.name} has {len(dataset.label_names)} classes, the model {k}")
-
-
-def evaluate_tflite(
-    model: bytes, dataset: Dataset, *, name: str = "converted", show_progress: bool = False
-) -> EvalResult:
-    """Accuracy of a .tflite (bytes) through the SDK Classifier's own preprocessing and output path."""
-    opts = ImageClassifierOptions(base_options=BaseOptions(model_asset_buffer=model, num_threads=1))
-    with Classifier(opts) as clf:
-        return evaluate(
-            clf.predict_preprocessed, dataset, clf.preprocessor, model_name=name,
-            label_names=tuple(clf.labels), batch_size=128, keep_scores=True, show_progress=show_progress,
-        )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from shoplens._atomic import sha256_file
-from shoplens._quiet import quiet_native_stderr
 from shoplens.contract import PreprocessContract
 from shoplens.data.datasets import read_labels_file
 from shoplens.errors import DataError, ModelError
+from shoplens.internal.atomic import sha256_file
+from shoplens.internal.quiet import quiet_native_stderr
 from shoplens_convert._tf import keras3, tensorflow, tf_keras
 
 __all__ = [

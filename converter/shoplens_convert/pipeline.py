@@ -27,7 +27,7 @@ from shoplens.contract import PreprocessContract
 from shoplens.data.datasets import Dataset
 from shoplens.data.spec import open_dataset
 from shoplens.errors import ConversionError, DataError, UsageError
-from shoplens.metrics import EvalResult
+from shoplens.metrics import EvalResult, evaluate_tflite
 from shoplens_convert.auto import auto_select
 from shoplens_convert.edgetpu_target import make_static
 from shoplens_convert.embedding import export_embedding
@@ -39,7 +39,6 @@ from shoplens_convert.guard import (
     check_classes,
     compare,
     evaluate_keras_model,
-    evaluate_tflite,
 )
 from shoplens_convert.load import (
     LoadedModel,
@@ -128,8 +127,9 @@ def read_data(src: Source, o: ConvertOptions, recipe: Recipe) -> Data:
     if recipe.needs_calibration or recipe.quantization == "int8":
         if not calib_spec:
             raise UsageError(f"recipe {recipe.name} calibrates int8 ranges; add --calib-data D")
-        calibration, _ = preprocessed_arrays(open_dataset(calib_spec), src.contract, o.calib_count,
-                                             what="calibration data", show_progress=show)  # fmt: skip
+        calib_ds = open_dataset(calib_spec)  # calibration reads images only: folder names are free
+        calibration, _ = preprocessed_arrays(calib_ds, src.contract, o.calib_count, what="calibration data",
+                                             show_progress=show)  # fmt: skip
         report["calibration"] = {"data": calib_spec, "asked": o.calib_count, "used": len(calibration)}
         if len(calibration) < o.calib_count:
             warnings.append(
@@ -138,15 +138,15 @@ def read_data(src: Source, o: ConvertOptions, recipe: Recipe) -> Data:
             )
     train = None
     if o.train_data and (o.prune is not None or recipe.qat):
-        train = preprocessed_arrays(open_dataset(o.train_data), src.contract, None, what="training data",
-                                    show_progress=show)  # fmt: skip
+        train_ds = open_dataset(o.train_data, labels=src.labels)
+        train = preprocessed_arrays(train_ds, src.contract, None, what="training data", show_progress=show)
         if train[1].size and int(train[1].max()) >= len(src.labels):
             raise DataError(
                 f"{o.train_data} has label {int(train[1].max())} but the model predicts "
                 f"{len(src.labels)} classes"
             )
         report["training"] = {"data": o.train_data, "images": len(train[0])}
-    eval_ds = open_dataset(o.eval_data) if o.eval_data else None
+    eval_ds = open_dataset(o.eval_data, labels=src.labels) if o.eval_data else None
     if eval_ds is not None:
         check_classes(eval_ds, len(src.labels))
     return Data(calibration, train, eval_ds, calib_spec, report, tuple(warnings))

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from shoplens._progress import progress
-from shoplens._quiet import quiet_native_stderr
 from shoplens.contract import PreprocessContract
 from shoplens.data.datasets import Dataset
 from shoplens.errors import ConversionError, DataError, ShopLensError, UsageError
+from shoplens.internal.progress import progress
+from shoplens.internal.quiet import quiet_native_stderr
 from shoplens_convert._tf import tensorflow
 from shoplens_convert.frames import preprocessed_arrays
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from shoplens._atomic import atomic_write_many, check_target, ensure_output_dir
-from shoplens.errors import ConversionError, DriftGateFailed, OutputExistsError, UsageError
+from shoplens.errors import ConversionError, DataError, DriftGateFailed, OutputExistsError, UsageError
+from shoplens.internal.atomic import atomic_write_many, check_target, ensure_output_dir
 from shoplens_convert.report import render_markdown
 
 __all__ = ["OUTPUT_FILES", "ConversionResult", "SavedConversion", "check_output_dir"]
@@ -79,9 +79,15 @@ class ConversionResult:
             files["model.tflite"] = self.model
             for name in files:
                 check_target(out / name, overwrite)
+        if self.model is not None and (self.target == "edgetpu" or bundle):
             stage = Path(tempfile.mkdtemp(prefix=".convert.", dir=out))
             try:
-                (stage / "model.tflite").write_bytes(self.model)
+                try:
+                    (stage / "model.tflite").write_bytes(self.model)
+                except OSError as exc:
+                    raise DataError(
+                        f"cannot write in {out}: {exc.strerror or exc}; the previous outputs are unchanged"
+                    ) from None
                 if self.target == "edgetpu":
                     block, msg, failure = _compile(stage, out)
                     report.setdefault("edgetpu", {})["compiler"] = block
@@ -90,7 +96,7 @@ class ConversionResult:
                         if (stage / name).is_file():
                             files[name] = (stage / name).read_bytes()
                 if bundle:
-                    from shoplens.bundle import write_bundle
+                    from shoplens.bundle_writer import write_bundle
 
                     manifest = write_bundle(stage / "model.tflite", out / "bundle", overwrite=overwrite)
                     report["bundle"] = {"path": str(out / "bundle"), "frames": manifest["frames"]}

@@ -41,58 +41,6 @@ DEFAULT_VIDEO = ROOT / "out" / "demo" / "kiosk_video" / "kiosk.avi"
 PAGE = (Path(__file__).parent / "page.html").read_text(encoding="utf-8")
 
 
-class FrameSource:
-    """A camera index or a video file; None frames mean 'unavailable' and trigger a reopen."""
-
-    def __init__(self, spec: str, loop: bool = True) -> None:
-        self.spec = spec
-        self.loop = loop
-        self.is_camera = spec.isdigit()
-        self.cap: cv2.VideoCapture | None = None
-        self.fps = 15.0
-        self.position = -1  # index of the last frame read, in the video
-        self.available = False
-
-    def _open(self) -> bool:
-        if not self.is_camera and not Path(self.spec).is_file():
-            return False
-        cap = cv2.VideoCapture(int(self.spec) if self.is_camera else self.spec)
-        if not cap.isOpened():
-            cap.release()
-            return False
-        self.cap = cap
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        self.fps = fps if fps and 1 <= fps <= 240 else 15.0
-        self.position = -1
-        return True
-
-    def read(self) -> np.ndarray | None:
-        if self.cap is None and not self._open():
-            self.available = False
-            return None
-        assert self.cap is not None
-        ok, frame = self.cap.read()
-        if not ok or frame is None:
-            self.cap.release()
-            self.cap = None
-            if not self.is_camera and self.loop and Path(self.spec).is_file() and self._open():
-                ok, frame = self.cap.read()  # type: ignore[union-attr]
-                if ok:
-                    self.position = 0
-                    self.available = True
-                    return frame
-            self.available = False
-            return None
-        self.position += 1
-        self.available = True
-        return frame
-
-    def close(self) -> None:
-        if self.cap is not None:
-            self.cap.release()
-            self.cap = None
-
-
 class Kiosk:
     """Owns the capture thread, the classifier (LIVE_STREAM) and the state the page reads."""
 
@@ -102,7 +50,10 @@ class Kiosk:
         from shoplens.quality import QualityOptions, QualityPolicy
 
         self.args = args
-        self.source = FrameSource(str(args.source), loop=not args.once)
+        from shoplens.sources import VideoSource
+
+        # the SDK's one frame source: reopened when the camera drops out, looped for a demo video
+        self.source = VideoSource(str(args.source), loop=not args.once, reopen=True)
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.ts_to_pos: OrderedDict[int, int] = OrderedDict()

@@ -29,11 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from shoplens._atomic import replace_dir, sha256_file
 from shoplens._manifest import read_manifest
-from shoplens._progress import progress
 from shoplens.data.datasets import IMAGE_EXTENSIONS, read_image
-from shoplens.errors import DataError, OutputExistsError, UsageError
+from shoplens.errors import DataError, ModelError, UsageError
+from shoplens.internal.atomic import sha256_file
+from shoplens.internal.outputs import check_output_dir, output_lock, publish_output_dir
+from shoplens.internal.progress import progress
 
 __all__ = ["INDEX_FORMAT", "CatalogIndex", "Product", "SearchHit", "build_index", "read_catalog"]
 
@@ -123,9 +124,7 @@ def read_catalog(source: str | Path) -> CatalogSource:
         raise DataError(f"catalog {p} must be an image folder or a .csv file")
     try:
         with p.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            header = reader.fieldnames or []
-            count = sum(1 for _ in reader)
+            header = csv.DictReader(fh).fieldnames or []
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"cannot read catalog {p}: {exc}") from None
     missing = [c for c in ("id", "image") if c not in header]
@@ -133,9 +132,22 @@ def read_catalog(source: str | Path) -> CatalogSource:
         raise DataError(
             f"catalog {p} lacks the column(s) {', '.join(missing)} (needs id,image[,category,price,...])"
         )
+    src = CatalogSource(p, "csv", 0, f"csv:{sha256_file(p)}")
+    seen: dict[str, int] = {}
+    count = 0
+    try:  # every row is checked before anything is embedded: a bad line 602 fails in seconds
+        for n, prod in enumerate(src.rows(), start=2):
+            if prod.id in seen:
+                raise DataError(
+                    f"{p} line {n}: product id {prod.id!r} repeats line {seen[prod.id]}; ids must be unique"
+                )
+            seen[prod.id] = n
+            count += 1
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read catalog {p}: {exc}") from None
     if count == 0:
         raise DataError(f"catalog {p} lists no products")
-    return CatalogSource(p, "csv", count, f"csv:{sha256_file(p)}")
+    return CatalogSource(p, "csv", count, src.fingerprint)
 
 
 # -- building ---------------------------------------------------------------------------------
@@ -161,7 +173,6 @@ def build_index(
     Returns the manifest. ``stop_after`` stops after that many products (tests use it to
     simulate an interruption; the partial build then resumes on the next call).
     """
-    from shoplens.embedder import Embedder
 
     if dtype not in ("int8", "float16"):
         raise UsageError(f"index dtype must be int8 or float16, got {dtype!r}")
@@ -169,8 +180,19 @@ def build_index(
         raise UsageError(f"chunk must be >= 1, got {chunk}")
     src = read_catalog(catalog)
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"index {out} already exists; pass --overwrite to rebuild it")
+    if not Path(embedder_model).is_file():
+        raise ModelError(f"embedding model {embedder_model} does not exist")
+    with output_lock(out):
+        check_output_dir(out, overwrite=overwrite, inputs=[src.path, embedder_model])
+        return _build(src, Path(embedder_model), out, dtype, chunk, show_progress, stop_after)
+
+
+def _build(
+    src: CatalogSource, embedder_model: Path, out: Path, dtype: str, chunk: int, show_progress: bool,
+    stop_after: int | None,
+) -> dict[str, Any]:  # fmt: skip
+    from shoplens.embedder import Embedder
+
     model_sha = sha256_file(embedder_model)
     work = out.with_name(out.name + ".partial")
     ckpt_path = work / "checkpoint.json"
@@ -272,7 +294,7 @@ def build_index(
         }
         _write_json(work / "manifest.json", manifest)
         ckpt_path.unlink()
-    replace_dir(work, out)
+    publish_output_dir(work, out, command="index build")
     return manifest
 
 
@@ -282,6 +304,19 @@ def _lines(path: Path) -> Iterator[str]:
 
 
 # -- the index --------------------------------------------------------------------------------
+def _check_model(root: Path, manifest: dict[str, Any], model: Path) -> None:
+    if not model.is_file():
+        raise ModelError(f"embedding model {model} does not exist")
+    sha = sha256_file(model)
+    if sha != manifest.get("model_sha256"):
+        raise DataError(
+            f"index {root} was built with another model "
+            f"(sha256 {str(manifest.get('model_sha256'))[:12]}...), "
+            f"not {model.name} ({sha[:12]}...); rebuild it with 'shoplens index build'"
+        )
+
+
+
 class CatalogIndex:
     """A loaded index: unit vectors as float32, searched by exact cosine.
 
@@ -355,6 +390,21 @@ class CatalogIndex:
         return len(self.products)
 
     @property
+    def categories(self) -> tuple[str, ...]:
+        """The categories of the indexed products, sorted."""
+        return tuple(self._category_code)
+
+    @property
+    def model_path(self) -> Path | None:
+        """The embedding model the index was built with (as recorded), if it names one."""
+        p = self.manifest.get("model_path")
+        return Path(str(p)) if p else None
+
+    def check_model(self, model: str | Path) -> None:
+        """DataError unless ``model`` is the embedding model this index was built with (sha256)."""
+        _check_model(self.root, self.manifest, Path(model))
+
+    @property
     def dim(self) -> int:
         return int(self.vectors.shape[1])
 
@@ -368,13 +418,7 @@ class CatalogIndex:
         except (ValueError, TypeError) as exc:
             raise DataError(f"index manifest {root / 'manifest.json'} is malformed: {exc}") from None
         if model is not None:
-            sha = sha256_file(model)
-            if sha != manifest.get("model_sha256"):
-                raise DataError(
-                    f"index {root} was built with another model "
-                    f"(sha256 {str(manifest.get('model_sha256'))[:12]}...), "
-                    f"not {Path(model).name} ({sha[:12]}...); rebuild it with 'shoplens index build'"
-                )
+            _check_model(root, manifest, Path(model))
         try:
             raw = np.load(root / "vectors.npy", mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:
@@ -415,7 +459,11 @@ class CatalogIndex:
             if category is not None:
                 if len(self._category_codes) != len(self.products):
                     self._set_categories()
-                mask &= self._category_codes == self._category_code.get(category, -1)
+                if category not in self._category_code:
+                    raise UsageError(
+                        f"unknown category {category!r}; the index has: {', '.join(self.categories)}"
+                    )
+                mask &= self._category_codes == self._category_code[category]
             for key, val in (where or {}).items():
                 mask &= np.array([p.attributes.get(key) == val for p in self.products])
             k = min(k, int(mask.sum()))

@@ -6,7 +6,7 @@ smoothing with hysteresis (VIDEO and LIVE_STREAM), latest-frame-wins streaming t
 blocks the camera thread, and thread safety.
 
     >>> from shoplens import Classifier
-    >>> with Classifier.create_from_model_path("model.tflite") as clf:   # doctest: +SKIP
+    >>> with Classifier.create_from_model_path("model.tflite", max_results=3) as clf:  # doctest: +SKIP
     ...     result = clf.classify(frame_bgr)
     ...     print(result.top.label, result.top.score)
 """
@@ -17,49 +17,49 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from shoplens._vision import ImageModel, dequantize, softmax
+from shoplens._base_vision_task import BaseVisionTask
 from shoplens.errors import InvalidFrameError, ShopLensError, UsageError
 from shoplens.model_meta import resolve_labels
-from shoplens.options import (
-    BaseOptions,
-    Category,
-    ClassificationResult,
-    ClassifierOptions,
-    ImageClassifierOptions,
-    RunningMode,
-    SmoothingOptions,
-    StreamStats,
-    Timing,
-    invalid_result,
-)
+from shoplens.options import ClassifierOptions, ImageClassifierOptions, RunningMode
+from shoplens.postprocess import to_probabilities, top_k
+from shoplens.results import Category, ClassificationResult, StreamStats, Timing, invalid_result
 
-__all__ = [
-    "BaseOptions",
-    "Category",
-    "ClassificationResult",
-    "Classifier",
-    "ClassifierOptions",
-    "ClassifierPool",
-    "ImageClassifierOptions",
-    "RunningMode",
-    "SmoothingOptions",
-    "StreamStats",
-    "Timing",
-]
+__all__ = ["Classifier"]
 
 log = logging.getLogger("shoplens.classifier")
-_dequantize = dequantize  # its historical home (tests import it from here)
 
 
-class Classifier(ImageModel):
-    """Classify camera frames with a TFLite model. Thread-safe; use one per camera or a pool."""
+class Classifier(BaseVisionTask):
+    """Classify camera frames with a TFLite model. Thread-safe; use one per camera or a pool.
+
+    Args:
+      options: :class:`~shoplens.options.ImageClassifierOptions`; or build one with
+        :meth:`create_from_model_path` and keywords.
+
+    Raises:
+      ModelError: the model is missing, corrupt, or not a (1, H, W, C) -> (1, K) classifier.
+      UsageError: options that contradict each other, or an unknown category in a list.
+
+    Example:
+      >>> clf = Classifier.create_from_model_path("model.tflite", running_mode="video")  # doctest: +SKIP
+      >>> clf.classify_for_video(frame, timestamp_ms=33).top                          # doctest: +SKIP
+      Category(index=3, label='Dress', score=0.93)
+    """
+
+    OPTIONS: ClassVar[type[ImageClassifierOptions]] = ImageClassifierOptions
+    NESTED_OPTIONS: ClassVar[dict[str, type]] = {"classifier_options": ClassifierOptions}
+    options: ImageClassifierOptions
 
     def __init__(self, options: ImageClassifierOptions) -> None:
         super().__init__(options)
+        meta = self.info.shoplens_metadata
+        self.outputs_logits: bool | None = None  # None: decide from the values
+        if meta and meta.get("output") in ("logits", "probabilities"):
+            self.outputs_logits = meta["output"] == "logits"
         self._allowed = self._category_mask()
         self._ema: np.ndarray | None = None
         self._shown: int | None = None
@@ -77,9 +77,7 @@ class Classifier(ImageModel):
             self._worker = threading.Thread(target=self._run_stream, name="shoplens-live-stream", daemon=True)
             self._worker.start()
 
-    def _read_labels(
-        self, options: ImageClassifierOptions, meta: dict[str, Any] | None, n_outputs: int
-    ) -> None:
+    def _read_labels(self, options: Any, meta: dict[str, Any] | None, n_outputs: int) -> None:
         self.labels = resolve_labels(options, meta, self.info, n_outputs)
 
     def __repr__(self) -> str:
@@ -119,41 +117,42 @@ class Classifier(ImageModel):
             mask[self.labels.index(name)] = False
         return mask
 
-    def _output_scores(self) -> np.ndarray:
-        raw = self._interp.get_tensor(self._out_index)[0]
-        scores = dequantize(raw, self._out_tensor)
-        if self.outputs_logits or scores.min() < -1e-3 or scores.max() > 1 + 1e-3:
-            scores = softmax(scores)
-        return scores
+    def _probabilities(self, raw: np.ndarray) -> np.ndarray:
+        return to_probabilities(raw, logits=self.outputs_logits)
 
     def _top(self, scores: np.ndarray, shown: int | None = None) -> tuple[Category, ...]:
         opts = self.options.classifier_options
-        s = np.where(self._allowed, scores, -1.0)
-        order = np.argsort(-s, kind="stable")
-        if shown is not None and self._allowed[shown]:
-            order = np.concatenate([[shown], order[order != shown]])
-        cats = []
-        for i in order[: opts.max_results]:
-            sc = float(scores[i])
-            if s[i] < 0 or sc < opts.score_threshold:
-                continue
-            cats.append(Category(int(i), self.labels[i], sc))
-        return tuple(cats)
+        picks = top_k(scores, opts.max_results, allowed=self._allowed, threshold=opts.score_threshold,
+                      first=shown)  # fmt: skip
+        return tuple(Category(i, self.labels[i], sc) for i, sc in picks)
+
+    def predict_preprocessed(self, inputs: np.ndarray) -> np.ndarray:
+        """Probabilities (N, K) for inputs already made by :attr:`preprocessor` (N, H, W, C).
+
+        Evaluation and drift checks use this with :func:`shoplens.metrics.evaluate`, so a batch is
+        preprocessed once by the same code as :meth:`classify` and then invoked frame by frame.
+
+        Raises:
+          InvalidFrameError: the inputs' shape or dtype is not the model's.
+        """
+        return self._probabilities(self._predict_raw(inputs))
 
     def _run(self, frame: object, ts: int | None, smooth: bool) -> ClassificationResult:
         with self._lock:
             if self._closed:
                 raise UsageError("this Classifier is closed")
-            scores, verdict, pre_ms, inv_ms = self._scores(frame)
+            raw = self._run_frame(frame)
             t2 = time.perf_counter()
-            if scores is None:
-                return ClassificationResult((), Timing(pre_ms, 0.0, 0.0), verdict, ts)
+            if raw.values is None:
+                return ClassificationResult((), Timing(raw.preprocess_ms, 0.0, 0.0), raw.verdict, ts)
+            scores = self._probabilities(raw.values)
             shown = None
             if smooth:
                 scores, shown = self._smooth(scores, ts)
             cats = self._top(scores, shown)
             post_ms = (time.perf_counter() - t2) * 1e3
-            return ClassificationResult(cats, Timing(pre_ms, inv_ms, post_ms), verdict, ts, scores)
+            return ClassificationResult(cats, Timing(raw.preprocess_ms, raw.invoke_ms, post_ms), raw.verdict,
+                                        ts, scores)  # fmt: skip
 
     def _smooth(self, scores: np.ndarray, ts: int | None) -> tuple[np.ndarray, int]:
         sm = self.options.smoothing
@@ -171,7 +170,19 @@ class Classifier(ImageModel):
         return self._ema, self._shown
 
     def classify(self, frame: np.ndarray) -> ClassificationResult:
-        """IMAGE mode: classify one frame (BGR by default)."""
+        """IMAGE mode: classify one frame.
+
+        Args:
+          frame: a camera frame (HxWx3 BGR by default, gray, BGRA, or float in [0, 1]).
+
+        Returns:
+          A :class:`~shoplens.results.ClassificationResult`; with the quality gate on REJECT, a
+          rejected frame gives no categories and the verdict's ``hint``.
+
+        Raises:
+          InvalidFrameError: the frame is None, empty, too small or of a wrong dtype or range.
+          UsageError: the classifier is closed or not in IMAGE mode.
+        """
         self._check_mode(RunningMode.IMAGE, "classify")
         return self._run(frame, None, smooth=False)
 
@@ -281,5 +292,3 @@ class Classifier(ImageModel):
         with self._cond:
             return self._cond.wait_for(lambda: self._pending is None and not self._busy, timeout=timeout)
 
-
-from shoplens.pool import ClassifierPool  # noqa: E402  (re-export; the pool builds on Classifier)

@@ -1,59 +1,49 @@
 """Image embeddings for visual search: ``shoplens.Embedder``.
 
-Same options, preprocessing path, quality gate and backends as :class:`shoplens.Classifier`, for
-the ``embedding.tflite`` that ``shoplens convert --embedding`` writes (an L2-normalized (1, D)
-output, ShopLens metadata with ``"output": "embedding"`` and the classifier's labels as
-``categories``). Modes: IMAGE (:meth:`embed`) and VIDEO (:meth:`embed_for_video`); a kiosk's
+The same preprocessing path, quality gate and back ends as :class:`shoplens.Classifier`, for the
+``embedding.tflite`` that ``shoplens convert --embedding`` writes (a (1, D) output, ShopLens
+metadata with ``"output": "embedding"`` and the classifier's labels as ``categories``). Modes:
+IMAGE (:meth:`Embedder.embed`) and VIDEO (:meth:`Embedder.embed_for_video`); a kiosk's
 LIVE_STREAM loop runs the classifier and embeds the frames it keeps.
+
+    >>> from shoplens import Embedder
+    >>> with Embedder.create_from_model_path("embedding.tflite") as emb:   # doctest: +SKIP
+    ...     vec = emb.embed(frame_bgr).embedding                          # unit length, (D,)
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from shoplens._vision import ImageModel, dequantize
+from shoplens._base_vision_task import BaseVisionTask
 from shoplens.errors import ModelError, UsageError
-from shoplens.options import ImageClassifierOptions, RunningMode, Timing
-from shoplens.quality import UNCHECKED, QualityVerdict
+from shoplens.options import ImageEmbedderOptions, RunningMode
+from shoplens.postprocess import l2_normalize
+from shoplens.results import EmbeddingResult, Timing
 
 __all__ = ["Embedder", "EmbeddingResult"]
 
 
-@dataclass(frozen=True)
-class EmbeddingResult:
-    """A unit-length embedding (None when the quality gate rejected the frame)."""
+class Embedder(BaseVisionTask):
+    """Embed camera frames with an embedding ``.tflite``. Thread-safe, like the Classifier.
 
-    embedding: np.ndarray | None = field(repr=False)
-    timing: Timing
-    quality: QualityVerdict = UNCHECKED
-    timestamp_ms: int | None = None
+    Args:
+      options: :class:`~shoplens.options.ImageEmbedderOptions`; or build one with
+        :meth:`create_from_model_path` and keywords.
 
-    @property
-    def rejected(self) -> bool:
-        return self.embedding is None
+    Raises:
+      ModelError: the model is a classifier, not an embedding model, or is not (1, H, W, C) -> (1, D).
+      UsageError: LIVE_STREAM mode (embed the frames a live classifier keeps).
+    """
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "timestamp_ms": self.timestamp_ms,
-            "rejected": self.rejected,
-            "dim": None if self.embedding is None else int(self.embedding.shape[0]),
-            "quality": self.quality.to_dict(),
-        }
+    OPTIONS: ClassVar[type[ImageEmbedderOptions]] = ImageEmbedderOptions
+    options: ImageEmbedderOptions
 
-
-class Embedder(ImageModel):
-    """Embed camera frames with an embedding ``.tflite``. Thread-safe, like the Classifier."""
-
-    def __init__(self, options: ImageClassifierOptions) -> None:
-        if isinstance(options, ImageClassifierOptions) and options.running_mode is RunningMode.LIVE_STREAM:
-            raise UsageError(
-                "the Embedder runs in IMAGE or VIDEO mode; embed the frames a live classifier keeps"
-            )
+    def __init__(self, options: ImageEmbedderOptions) -> None:
         super().__init__(options)
         meta = self.info.shoplens_metadata or {}
         if meta.get("output") not in (None, "embedding"):
@@ -63,42 +53,54 @@ class Embedder(ImageModel):
             )
         self.dim = int(self._out_tensor.shape[1])
 
-    def _read_labels(
-        self, options: ImageClassifierOptions, meta: dict[str, Any] | None, n_outputs: int
-    ) -> None:
+    def _read_labels(self, options: Any, meta: dict[str, Any] | None, n_outputs: int) -> None:
         self.labels: tuple[str, ...] = ()  # the entries of an embedding have no names
         self.categories = tuple(str(x) for x in (meta or {}).get("labels", ()))  # the classifier's
 
     def __repr__(self) -> str:
         return f"Embedder(model={self.model_name!r}, dim={self.dim}, contract={self.contract.describe()!r})"
 
-    def _output_scores(self) -> np.ndarray:
-        raw = self._interp.get_tensor(self._out_index)[0]
-        v = dequantize(raw, self._out_tensor).astype(np.float32)
-        n = float(np.linalg.norm(v))
-        return v / n if n > 0 else v
+    def _finish(self, raw: np.ndarray) -> np.ndarray:
+        v = np.asarray(raw, np.float32)
+        return l2_normalize(v) if self.options.l2_normalize else v
 
     def embed_preprocessed(self, inputs: np.ndarray) -> np.ndarray:
-        """Unit embeddings (N, D) for inputs made by :attr:`preprocessor`."""
-        return self.predict_preprocessed(inputs)
+        """Embeddings (N, D) for inputs already made by :attr:`preprocessor` (N, H, W, C).
+
+        Raises:
+          InvalidFrameError: the inputs' shape or dtype is not the model's.
+        """
+        return self._finish(self._predict_raw(inputs))
 
     def _embed(self, frame: object, ts: int | None) -> EmbeddingResult:
         with self._lock:
             if self._closed:
                 raise UsageError("this Embedder is closed")
-            vec, verdict, pre_ms, inv_ms = self._scores(frame)
+            raw = self._run_frame(frame)
             t2 = time.perf_counter()
             if ts is not None:
                 self._last_ts = ts
-            out = None if vec is None else np.array(vec, np.float32)
-            return EmbeddingResult(out, Timing(pre_ms, inv_ms, (time.perf_counter() - t2) * 1e3), verdict, ts)
+            vec = None if raw.values is None else self._finish(raw.values)
+            timing = Timing(raw.preprocess_ms, raw.invoke_ms, (time.perf_counter() - t2) * 1e3)
+            return EmbeddingResult(vec, timing, raw.verdict, ts)
 
     def embed(self, frame: np.ndarray) -> EmbeddingResult:
-        """IMAGE mode: one frame (BGR by default)."""
+        """IMAGE mode: embed one frame.
+
+        Args:
+          frame: a camera frame (HxWx3 BGR by default, gray, BGRA, or float in [0, 1]).
+
+        Returns:
+          An :class:`~shoplens.results.EmbeddingResult` (``embedding`` None if the gate rejected it).
+
+        Raises:
+          InvalidFrameError: the frame is None, empty, too small or of a wrong dtype or range.
+        """
         self._check_mode(RunningMode.IMAGE, "embed")
         return self._embed(frame, None)
 
     def embed_batch(self, frames: Sequence[np.ndarray]) -> list[EmbeddingResult]:
+        """IMAGE mode: several frames, one result each."""
         self._check_mode(RunningMode.IMAGE, "embed_batch")
         return [self._embed(f, None) for f in frames]
 
@@ -106,8 +108,3 @@ class Embedder(ImageModel):
         """VIDEO mode: frames in increasing timestamp order."""
         self._check_mode(RunningMode.VIDEO, "embed_for_video")
         return self._embed(frame, self._check_ts(timestamp_ms))
-
-    def _not_a_classifier(self, *args: Any, **kwargs: Any) -> Any:
-        raise UsageError("an Embedder embeds; use embed()/embed_for_video(), or a Classifier to classify")
-
-    classify = classify_batch = classify_for_video = classify_async = _not_a_classifier

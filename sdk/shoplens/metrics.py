@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from shoplens._atomic import atomic_write_text
-from shoplens._progress import progress
 from shoplens.data.datasets import Dataset
 from shoplens.errors import DataError
+from shoplens.internal.atomic import atomic_write_text
+from shoplens.internal.progress import progress
 from shoplens.preprocess import Preprocessor
 
-__all__ = ["EvalResult", "evaluate", "topk_accuracy", "topk_hits"]
+__all__ = ["EvalResult", "evaluate", "evaluate_tflite", "topk_accuracy", "topk_hits"]
 
 
 def topk_hits(scores: np.ndarray, labels: np.ndarray, k: int) -> int:
@@ -148,3 +148,44 @@ def evaluate(
         labels=y,
         scores=np.concatenate(kept) if keep_scores else None,
     )
+
+
+def evaluate_tflite(
+    model: bytes | str | Path,
+    dataset: Dataset | str,
+    *,
+    name: str | None = None,
+    batch_size: int = 128,
+    show_progress: bool = False,
+) -> EvalResult:
+    """Accuracy of a ``.tflite`` (a path or its bytes) through the SDK Classifier's own
+    preprocessing and output path, exactly as on the device (1 thread). ``dataset`` may be a data
+    spec, opened with the model's labels (an image folder maps by name).
+
+    Raises:
+      ModelError: the model cannot be loaded.
+      DataError: the dataset is empty, or its classes are not the model's.
+    """
+    from shoplens.classifier import Classifier
+    from shoplens.options import BaseOptions, ImageClassifierOptions
+
+    if isinstance(model, (bytes, bytearray)):
+        base = BaseOptions(model_asset_buffer=bytes(model), num_threads=1)
+        label = name or "converted"
+    else:
+        base = BaseOptions(model_asset_path=Path(model), num_threads=1)
+        label = name or Path(model).name
+    with Classifier(ImageClassifierOptions(base)) as clf:
+        if isinstance(dataset, str):
+            from shoplens.data.spec import open_dataset
+
+            dataset = open_dataset(dataset, labels=clf.labels)
+        if len(dataset.label_names) != len(clf.labels):
+            raise DataError(
+                f"{dataset.name} has {len(dataset.label_names)} classes, the model {len(clf.labels)}"
+            )
+        return evaluate(
+            clf.predict_preprocessed, dataset, clf.preprocessor, model_name=label,
+            label_names=tuple(clf.labels), batch_size=batch_size, keep_scores=True,
+            show_progress=show_progress,
+        )  # fmt: skip

@@ -8,7 +8,7 @@ from typing import Any
 from shoplens.contract import ColorOrder, CropMode, Interpolation, PreprocessContract
 from shoplens.data.datasets import read_labels_file
 from shoplens.errors import DataError, ModelError
-from shoplens.options import ImageClassifierOptions
+from shoplens.options import ImageClassifierOptions, VisionTaskOptions
 from shoplens.tflite_model import ModelInfo, TensorInfo
 
 __all__ = ["contract_from_standard_metadata", "resolve_contract", "resolve_labels"]
@@ -63,7 +63,7 @@ def contract_from_standard_metadata(std: dict[str, Any] | None, inp: TensorInfo)
 
 
 def resolve_contract(
-    opts: ImageClassifierOptions, meta: dict[str, Any] | None, inp: TensorInfo,
+    opts: VisionTaskOptions, meta: dict[str, Any] | None, inp: TensorInfo,
     standard: dict[str, Any] | None = None,
 ) -> PreprocessContract:  # fmt: skip
     if opts.contract is not None:

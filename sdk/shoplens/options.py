@@ -1,7 +1,13 @@
-"""Options and results of :class:`shoplens.classifier.Classifier`.
+"""Options of the vision tasks (:class:`~shoplens.Classifier`, :class:`~shoplens.Embedder`).
 
-Options are frozen dataclasses validated when built; results are plain immutable values with
-``to_dict()`` for JSON. Kept apart from the classifier so the data shapes read in one place.
+Frozen dataclasses validated when built, shaped like MediaPipe Tasks': ``BaseOptions`` (where the
+model comes from and how it runs) nested in the task's options, a :class:`RunningMode` with one
+method per mode. The results live in :mod:`shoplens.results`.
+
+    >>> opts = ImageClassifierOptions(BaseOptions(model_asset_path="model.tflite"),
+    ...                               classifier_options=ClassifierOptions(max_results=5))
+    >>> opts.running_mode.name
+    'IMAGE'
 """
 
 from __future__ import annotations
@@ -10,29 +16,33 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from shoplens.contract import ColorOrder, CropMode, PreprocessContract
 from shoplens.errors import UsageError
-from shoplens.quality import UNCHECKED, QualityOptions, QualityVerdict
+from shoplens.quality import QualityOptions
 from shoplens.runtime import Backend, Delegate, valid_device
+
+if TYPE_CHECKING:
+    from shoplens.results import ClassificationResult
 
 __all__ = [
     "BaseOptions",
-    "Category",
-    "ClassificationResult",
     "ClassifierOptions",
     "ImageClassifierOptions",
+    "ImageEmbedderOptions",
     "RunningMode",
     "SmoothingOptions",
-    "StreamStats",
-    "Timing",
+    "VisionTaskOptions",
 ]
 
 
 class RunningMode(str, Enum):
+    """IMAGE: one frame at a time; VIDEO: frames with increasing timestamps, smoothed;
+    LIVE_STREAM: frames handed to a worker, results to a callback, the latest frame wins."""
+
     IMAGE = "image"
     VIDEO = "video"
     LIVE_STREAM = "live_stream"
@@ -40,7 +50,19 @@ class RunningMode(str, Enum):
 
 @dataclass(frozen=True)
 class BaseOptions:
-    """Where the model comes from and how it runs."""
+    """Where the model comes from and how it runs.
+
+    Args:
+      model_asset_path / model_asset_buffer: the ``.tflite`` file, or its bytes (exactly one).
+      num_threads: CPU threads of the interpreter.
+      delegate: ``cpu`` (XNNPACK) or ``edgetpu``; ``fallback_to_cpu`` when the Edge TPU is absent.
+      device: the Edge TPU to use (``usb``, ``pci``, ``:N``).
+      backend: ``auto`` (LiteRT, then tflite-runtime), or one by name.
+      probe_in_subprocess: load and run the model once in a child process first (untrusted files).
+
+    Raises:
+      UsageError: a value out of range or an unknown delegate or back end.
+    """
 
     model_asset_path: str | Path | None = None
     model_asset_buffer: bytes | None = None
@@ -72,6 +94,9 @@ class BaseOptions:
 
 @dataclass(frozen=True)
 class ClassifierOptions:
+    """Which categories a result lists: the best ``max_results`` with score >= ``score_threshold``,
+    among the allowed ones (an allowlist or a denylist of labels)."""
+
     max_results: int = 3
     score_threshold: float = 0.0
     category_allowlist: tuple[str, ...] = ()
@@ -105,23 +130,37 @@ class SmoothingOptions:
             raise UsageError("reset_after_ms must be >= 0")
 
 
+_TASK_DOC = """
+    Args:
+      base_options: the model and how it runs (:class:`BaseOptions`).
+      running_mode: IMAGE, VIDEO or LIVE_STREAM (see :class:`RunningMode`).
+      input_color_order: the order of the frames' channels (OpenCV cameras give BGR).
+      crop: override the contract's crop mode (center, letterbox, stretch).
+      roi: (x, y, width, height) of the frame to look at.
+      quality: the quality gate (:class:`~shoplens.quality.QualityOptions`; off by default).
+      contract: the preprocessing contract for a model that carries none.
+
+    Raises:
+      UsageError: a value out of range, or options that contradict each other.
+    """
+
+
 @dataclass(frozen=True)
-class ImageClassifierOptions:
+class VisionTaskOptions:
+    """What every vision task takes: the model, the running mode, and how frames are read."""
+
     base_options: BaseOptions
-    classifier_options: ClassifierOptions = field(default_factory=ClassifierOptions)
     running_mode: RunningMode = RunningMode.IMAGE
-    result_callback: Callable[[ClassificationResult, np.ndarray | None, int], None] | None = None
     input_color_order: ColorOrder | str = ColorOrder.BGR  # cameras come through OpenCV
     crop: CropMode | str | None = None  # None: the model's contract decides
     roi: tuple[int, int, int, int] | None = None  # (x, y, width, height) in frame pixels
     quality: QualityOptions = field(default_factory=QualityOptions)
-    smoothing: SmoothingOptions = field(default_factory=SmoothingOptions)
     contract: PreprocessContract | None = None  # for models without ShopLens metadata
-    labels: tuple[str, ...] | None = None  # overrides metadata and labels.txt
-    labels_path: str | Path | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        if not isinstance(self.base_options, BaseOptions):
+            raise UsageError(f"base_options must be BaseOptions, got {type(self.base_options).__name__}")
         try:
             set_(self, "running_mode", RunningMode(self.running_mode))
             set_(self, "input_color_order", ColorOrder(self.input_color_order))
@@ -131,88 +170,68 @@ class ImageClassifierOptions:
             raise UsageError(str(exc)) from None
         if self.input_color_order is ColorOrder.GRAY:
             raise UsageError("input_color_order is the order of colour frames: BGR or RGB")
+        if self.roi is not None:
+            if len(self.roi) != 4 or self.roi[2] < 1 or self.roi[3] < 1:
+                raise UsageError(f"roi must be (x, y, width, height) with positive size, got {self.roi!r}")
+            set_(self, "roi", tuple(int(v) for v in self.roi))
+
+
+VisionTaskOptions.__doc__ = (VisionTaskOptions.__doc__ or "") + _TASK_DOC
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageClassifierOptions(VisionTaskOptions):
+    """Options of :class:`~shoplens.Classifier`: the vision task's, plus what a result lists,
+    smoothing over time, the LIVE_STREAM callback and the labels.
+
+    Args:
+      classifier_options: max results, threshold, allow- and denylists (:class:`ClassifierOptions`).
+      result_callback: LIVE_STREAM only: ``callback(result, frame, timestamp_ms)``.
+      smoothing: VIDEO and LIVE_STREAM smoothing (:class:`SmoothingOptions`).
+      labels / labels_path: labels for a model that carries none (they override its metadata).
+
+    Example:
+      >>> ImageClassifierOptions(BaseOptions(model_asset_path="model.tflite"),
+      ...                        running_mode="video").running_mode.name
+      'VIDEO'
+    """
+
+    classifier_options: ClassifierOptions = field(default_factory=ClassifierOptions)
+    result_callback: Callable[[ClassificationResult, np.ndarray | None, int], None] | None = None
+    smoothing: SmoothingOptions = field(default_factory=SmoothingOptions)
+    labels: tuple[str, ...] | None = None  # overrides metadata and labels.txt
+    labels_path: str | Path | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.running_mode is RunningMode.LIVE_STREAM and self.result_callback is None:
             raise UsageError("LIVE_STREAM mode needs a result_callback")
         if self.running_mode is not RunningMode.LIVE_STREAM and self.result_callback is not None:
             raise UsageError(
                 f"result_callback is only used in LIVE_STREAM mode, not {self.running_mode.name}"
             )
-        if self.roi is not None:
-            if len(self.roi) != 4 or self.roi[2] < 1 or self.roi[3] < 1:
-                raise UsageError(f"roi must be (x, y, width, height) with positive size, got {self.roi!r}")
-            set_(self, "roi", tuple(int(v) for v in self.roi))
         if self.labels is not None:
-            set_(self, "labels", tuple(self.labels))
+            object.__setattr__(self, "labels", tuple(self.labels))
 
 
-@dataclass(frozen=True)
-class Category:
-    index: int
-    label: str
-    score: float
+@dataclass(frozen=True, kw_only=True)
+class ImageEmbedderOptions(VisionTaskOptions):
+    """Options of :class:`~shoplens.Embedder` (IMAGE or VIDEO mode; a kiosk's LIVE_STREAM loop
+    runs the classifier and embeds the frames it keeps).
 
+    Args:
+      l2_normalize: return unit-length embeddings (cosine similarity is then a dot product).
 
-@dataclass(frozen=True)
-class Timing:
-    preprocess_ms: float = 0.0
-    invoke_ms: float = 0.0
-    postprocess_ms: float = 0.0
+    Example:
+      >>> ImageEmbedderOptions(BaseOptions(model_asset_path="embedding.tflite")).l2_normalize
+      True
+    """
 
-    @property
-    def total_ms(self) -> float:
-        return self.preprocess_ms + self.invoke_ms + self.postprocess_ms
+    l2_normalize: bool = True
 
-
-@dataclass(frozen=True)
-class ClassificationResult:
-    """Top-k categories (empty when the quality gate rejected the frame) and how we got them."""
-
-    categories: tuple[Category, ...]
-    timing: Timing
-    quality: QualityVerdict = UNCHECKED
-    timestamp_ms: int | None = None
-    scores: np.ndarray | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def rejected(self) -> bool:
-        return not self.categories and not self.quality.ok
-
-    @property
-    def top(self) -> Category | None:
-        return self.categories[0] if self.categories else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "timestamp_ms": self.timestamp_ms,
-            "categories": [
-                {"index": c.index, "label": c.label, "score": round(c.score, 6)} for c in self.categories
-            ],
-            "rejected": self.rejected,
-            "quality": self.quality.to_dict(),
-            "timing_ms": {
-                "preprocess": round(self.timing.preprocess_ms, 4),
-                "invoke": round(self.timing.invoke_ms, 4),
-                "postprocess": round(self.timing.postprocess_ms, 4),
-                "total": round(self.timing.total_ms, 4),
-            },
-        }
-
-
-@dataclass
-class StreamStats:
-    """Every LIVE_STREAM frame is accounted for: processed, dropped (stale) or rejected."""
-
-    submitted: int = 0
-    processed: int = 0
-    dropped: int = 0  # replaced by a newer frame before the worker took it
-    rejected_invalid: int = 0
-    rejected_quality: int = 0
-    callback_errors: int = 0
-
-    def to_dict(self) -> dict[str, int]:
-        return dict(vars(self))
-
-
-def invalid_result(ts: int) -> ClassificationResult:
-    """The result a LIVE_STREAM callback receives for a frame that could not be used."""
-    return ClassificationResult((), Timing(), QualityVerdict(False, ("invalid",)), ts)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.running_mode is RunningMode.LIVE_STREAM:
+            raise UsageError(
+                "the Embedder runs in IMAGE or VIDEO mode; embed the frames a live classifier keeps"
+            )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -24,6 +25,7 @@ from shoplens.errors import InvalidFrameError, UsageError
 
 __all__ = [
     "MIN_FRAME_SIDE",
+    "FrameView",
     "InputQuantization",
     "Preprocessor",
     "crop_box",
@@ -34,6 +36,7 @@ __all__ = [
 ]
 
 MIN_FRAME_SIDE = 8
+FLOAT_SLACK = 1e-3  # float frames may overshoot [0, 1] by rounding, not by a factor of 255
 
 _CV_INTERP = {
     Interpolation.AREA: cv2.INTER_AREA,
@@ -75,6 +78,23 @@ class InputQuantization:
             )
 
 
+class FrameView(NamedTuple):
+    """What preprocessing saw besides the tensor it wrote, handed on to the quality gate.
+
+    ``resized`` is the crop at model size before colour conversion (a scratch buffer of the
+    :class:`Preprocessor`: valid until its next frame); ``crop`` is the crop itself, a view of the
+    frame (of its clipped copy for float frames). Nothing is copied to make it.
+    """
+
+    resized: np.ndarray
+    crop: np.ndarray
+
+    @property
+    def crop_side(self) -> int:
+        """Shorter side of the crop, in frame pixels."""
+        return int(min(self.crop.shape[:2]))
+
+
 def validate_frame(frame: object) -> np.ndarray:
     """Return ``frame`` as an image array, or raise InvalidFrameError saying what is wrong."""
     if frame is None:
@@ -101,8 +121,14 @@ def validate_frame(frame: object) -> np.ndarray:
     if frame.dtype == np.uint8:
         return frame
     if frame.dtype in (np.float32, np.float64):
-        if not np.isfinite(frame).all():
+        lo, hi = float(frame.min()), float(frame.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)):
             raise InvalidFrameError("frame contains NaN or inf values")
+        if lo < -FLOAT_SLACK or hi > 1.0 + FLOAT_SLACK:
+            raise InvalidFrameError(
+                f"float frame values span [{lo:.4g}, {hi:.4g}]; float frames must be in [0, 1]: "
+                "pass the uint8 frame, or divide a 0-255 float frame by 255"
+            )
         return frame
     raise InvalidFrameError(f"frame dtype {frame.dtype} is not supported; use uint8 or float in [0, 1]")
 
@@ -228,8 +254,6 @@ class Preprocessor:
         self._magnitude = self._affine_magnitude()
         self._lut = self._build_lut()
         self._scratch: dict[tuple[int, str, str], np.ndarray] = {}
-        self.last_resized: np.ndarray | None = None
-        self.last_crop: np.ndarray | None = None
 
     # -- tables ---------------------------------------------------------------------------
     def _affine(self) -> tuple[np.ndarray, np.ndarray]:
@@ -271,12 +295,31 @@ class Preprocessor:
     def __call__(
         self, frame: object, out: np.ndarray | None = None, *, roi: Sequence[int] | None = None
     ) -> np.ndarray:
-        """Preprocess one frame into ``out`` (shape HxWxC, or 1xHxWxC) and return it."""
+        """Preprocess one frame into ``out`` (shape HxWxC, or 1xHxWxC) and return it.
+
+        Args:
+          frame: a camera frame: uint8 (gray, BGR/RGB or BGRA) or float in [0, 1].
+          out: where to write (the interpreter's input buffer in the SDK); a new array if None.
+          roi: (x, y, width, height) of the frame to use.
+
+        Returns:
+          ``out``, holding the model input.
+
+        Raises:
+          InvalidFrameError: None, empty, too small, wrong dtype or channels, NaN, or out of range.
+        """
+        if out is None:
+            out = np.empty(self.out_shape, self.out_dtype)
+        self.process(frame, out, roi=roi)
+        return out
+
+    def process(
+        self, frame: object, out: np.ndarray, *, roi: Sequence[int] | None = None
+    ) -> FrameView:
+        """Preprocess one frame into ``out``; returns what the quality gate reads (no copies)."""
         f = validate_frame(frame)
         c = self.contract
         H, W = c.height, c.width
-        if out is None:
-            out = np.empty(self.out_shape, self.out_dtype)
         target = out[0] if out.ndim == 4 else out
         if target.shape != self.out_shape or target.dtype != self.out_dtype:
             raise UsageError(
@@ -305,8 +348,6 @@ class Preprocessor:
             resized[oy : oy + nh, ox : ox + nw] = resize_box(src, box, (nw, nh), c.interpolation)
         else:
             resize_box(src, box, (W, H), c.interpolation, dst=resized)
-        self.last_resized = resized  # the crop at model size, before colour conversion (quality gate)
-        self.last_crop = view
         code = _color_code(src_c, self.input_order, c)
         cshape = (H, W) if c.channels == 1 else (H, W, 3)
         if code is None:
@@ -323,12 +364,7 @@ class Preprocessor:
             res = cv2.LUT(colored, self._lut, dst=dst2)
             if res.ctypes.data != dst2.ctypes.data:  # pragma: no cover - defensive, cv2 reallocated
                 dst2[...] = res
-        return out
-
-    @property
-    def last_crop_side(self) -> int:
-        """Shorter side, in frame pixels, of the last crop (0 before the first frame)."""
-        return 0 if self.last_crop is None else int(min(self.last_crop.shape[:2]))
+        return FrameView(resized, view)
 
     def _normalize_float(self, img: np.ndarray, dst: np.ndarray) -> None:
         a, b = self._affine()

@@ -59,6 +59,20 @@ HINTS = {
 
 @dataclass(frozen=True)
 class QualityOptions:
+    """The quality gate: what it does with a bad frame (``policy``) and its thresholds.
+
+    Args:
+      policy: OFF, WARN (classify anyway, attach the verdict) or REJECT (no answer, a hint).
+      the rest: thresholds, calibrated on the kiosk generator's bad frames (module docstring).
+
+    Raises:
+      UsageError: an unknown policy or thresholds out of order.
+
+    Example:
+      >>> QualityOptions("reject").policy.name
+      'REJECT'
+    """
+
     policy: QualityPolicy = QualityPolicy.OFF
     min_sharpness: float = 70.0  # Laplacian variance of the area-averaged 96x96 gray view of the crop
     fast_blurred_below: float = 5.0  # noise-compensated Laplacian energy of the model's view: blurred
@@ -91,6 +105,9 @@ class QualityOptions:
 
 @dataclass(frozen=True)
 class QualityVerdict:
+    """The gate's verdict on one frame: ``ok``, the ``reasons`` (dark, overexposed, blur, small),
+    a user-facing ``hint`` and the measurements behind it."""
+
     ok: bool
     reasons: tuple[str, ...] = ()
     sharpness: float = float("nan")  # area-view Laplacian variance (NaN when the fast stage decided)

@@ -1,8 +1,9 @@
 """Interpreter back ends and delegates, chosen at call time (never at import time).
 
-Back ends, auto-detected in this order: ``ai_edge_litert`` (LiteRT, the default),
-``tflite_runtime`` (devices pinned to it, such as Coral boards), ``tensorflow.lite``
-(development machines). Delegates: ``cpu`` (XNNPACK with ``num_threads``) and ``edgetpu``.
+Back ends, auto-detected in this order: ``ai_edge_litert`` (LiteRT, the default) and
+``tflite_runtime`` (devices pinned to it, such as Coral boards). ``tensorflow.lite`` runs only
+when asked for by name (``backend="tensorflow"``, development machines): a device never loads
+TensorFlow by surprise. Delegates: ``cpu`` (XNNPACK with ``num_threads``) and ``edgetpu``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from shoplens._quiet import quiet_native_stderr
 from shoplens.errors import BackendUnavailableError, DelegateUnavailableError, ModelError, UsageError
+from shoplens.internal.quiet import quiet_native_stderr
 from shoplens.tflite_model import ModelInfo
 
 __all__ = [
@@ -65,9 +66,7 @@ def edgetpu_library_name(system: str | None = None) -> str:
 
 
 def _import_backend(backend: Backend) -> tuple[Backend, Any]:
-    order = (
-        [Backend.LITERT, Backend.TFLITE_RUNTIME, Backend.TENSORFLOW] if backend is Backend.AUTO else [backend]
-    )
+    order = [Backend.LITERT, Backend.TFLITE_RUNTIME] if backend is Backend.AUTO else [backend]
     errors = []
     for b in order:
         try:
@@ -83,7 +82,8 @@ def _import_backend(backend: Backend) -> tuple[Backend, Any]:
     if backend is Backend.AUTO:
         raise BackendUnavailableError(
             "no TFLite interpreter is installed; install one with: pip install ai-edge-litert "
-            f"(or tflite-runtime on Coral boards) [{'; '.join(errors)}]"
+            "(or tflite-runtime on Coral boards; backend='tensorflow' uses TensorFlow's own, by name only) "
+            f"[{'; '.join(errors)}]"
         )
     raise BackendUnavailableError(
         f"back end {backend.value} is unavailable ({errors[0]}); {_INSTALL[backend]}"

@@ -25,7 +25,7 @@ def bundle_command(
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Write golden frames with the input tensors and scores computed here, for on-device checks."""
-    from shoplens.bundle import write_bundle
+    from shoplens.bundle_writer import write_bundle
 
     manifest = write_bundle(model, out, frames=frames, seed=seed, overwrite=overwrite, signing_key=sign_key)
     if json_out:

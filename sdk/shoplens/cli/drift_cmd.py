@@ -12,11 +12,9 @@ import typer
 from rich.table import Table
 
 from shoplens.cli._common import out_console, print_json, show_progress
-from shoplens.errors import DriftGateFailed, UsageError
+from shoplens.errors import DriftGateFailed
 
 app = typer.Typer()
-
-_OUTPUT_SUFFIXES = (".json", ".csv")
 
 
 def _print_report(d: dict[str, Any]) -> None:
@@ -114,61 +112,32 @@ def drift_command(
     save: Annotated[
         Path | None, typer.Option("--save", help="Also write the JSON report to this file.")
     ] = None,
+    allow_collapse: Annotated[
+        bool, typer.Option("--allow-collapse", help="Do not fail the gate on a near-constant candidate.")
+    ] = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace existing --html/--save files.")
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Compare a candidate with its reference on the same images; gate on the drop and agreement."""
-    import json
-
-    from shoplens._atomic import atomic_write_text
-    from shoplens.data.datasets import Dataset
     from shoplens.data.spec import open_dataset
-    from shoplens.drift import BundleDataset, DeviceOutputs, open_model, run_drift
-    from shoplens.drift_html import render_html
+    from shoplens.drift import DeviceOutputs, open_model, plan_drift, run_drift
 
-    score_tolerance = None
-    dataset: Dataset | None
-    if bundle is not None:
-        if device_outputs is None:
-            raise UsageError("--bundle needs --device-outputs FILE (the scores your device computed)")
-        if reference is not None or candidate is not None or data is not None:
-            raise UsageError("with --bundle, give no REFERENCE, CANDIDATE or --data: the bundle holds them")
-        dataset = BundleDataset.open(bundle)
-        manifest_budgets = _bundle_budgets(bundle)
-        score_tolerance = float(manifest_budgets.get("score_tolerance", 0.02))
-        ref_path: Path = bundle / "model.tflite"
-        cand_src: Path = device_outputs
-        inputs = [bundle, device_outputs]
-    else:
-        if device_outputs is not None:
-            raise UsageError("--device-outputs goes with --bundle; otherwise pass the file as CANDIDATE")
-        if reference is None or candidate is None:
-            raise UsageError("give REFERENCE and CANDIDATE (or --bundle DIR --device-outputs FILE)")
-        if data is None:
-            raise UsageError("--data is required: the images both models are compared on")
-        ref_path, cand_src = reference, candidate
-        inputs = [reference, candidate]
-        dataset = None
-    for out_path in (html, save):
-        if out_path is not None and any(out_path.resolve() == p.resolve() for p in inputs):
-            raise UsageError(f"{out_path} is one of the inputs; write the report elsewhere")
-    if cand_src.suffix.lower() in _OUTPUT_SUFFIXES:
-        cand: Any = DeviceOutputs.load(cand_src)
-    elif cand_src.suffix.lower() == ".tflite" or not cand_src.exists():
-        cand = None
-    else:
-        raise UsageError(f"candidate {cand_src} must be a .tflite or a device-outputs .json/.csv file")
-    ref_model = open_model(ref_path, contract_path=contract, labels_path=labels, unsafe_load=unsafe_load)
+    plan = plan_drift(reference, candidate, data, bundle=bundle, device_outputs=device_outputs,
+                      outputs=[html, save], overwrite=overwrite)  # fmt: skip
+    cand: Any = DeviceOutputs.load(plan.candidate) if plan.candidate_is_outputs else None
+    ref_model = open_model(plan.reference, keras_opener=_keras_reference, contract_path=contract,
+                           labels_path=labels, unsafe_load=unsafe_load)  # fmt: skip
     try:
         if cand is None:
-            cand = open_model(cand_src)
+            cand = open_model(plan.candidate)
+        dataset = plan.dataset
         if dataset is None:
-            dataset = open_dataset(data)  # type: ignore[arg-type]
+            dataset = open_dataset(str(plan.data), labels=ref_model.labels)
         report = run_drift(
             ref_model, cand, dataset, batch_size=batch_size, cause_sample=cause_sample,
-            analyse=None if cause_sample else False, score_tolerance=score_tolerance,
+            analyse=None if cause_sample else False, score_tolerance=plan.score_tolerance,
             show_progress=show_progress(json_out),
         )  # fmt: skip
     finally:
@@ -177,13 +146,13 @@ def drift_command(
             cand.close()
     failures = report.check_gate(
         max_drop=max_drop, min_agreement=min_agreement, max_class_drop=max_class_drop,
-        score_tolerance=score_tolerance,
+        score_tolerance=plan.score_tolerance, allow_collapse=allow_collapse,
     )  # fmt: skip
-    d = report.to_dict()
     if save is not None:
-        atomic_write_text(save, json.dumps(d, indent=2) + "\n", overwrite=overwrite)
+        report.save(save, overwrite=overwrite)
     if html is not None:
-        atomic_write_text(html, render_html(d), overwrite=overwrite)
+        report.save_html(html, overwrite=overwrite)
+    d = report.to_dict()
     if json_out:
         print_json(d)
     else:
@@ -192,10 +161,12 @@ def drift_command(
         raise DriftGateFailed(f"drift gate failed: {'; '.join(failures)}. Likely cause: {d['likely_cause']}")
 
 
-def _bundle_budgets(bundle: Path) -> dict[str, Any]:
-    import json
+def _keras_reference(path: Path, **kwargs: Any) -> Any:
+    """A Keras reference through the converter (imported only here, only when needed)."""
+    from shoplens.errors import DependencyError
 
     try:
-        return dict(json.loads((bundle / "manifest.json").read_text(encoding="utf-8")).get("budgets", {}))
-    except (OSError, ValueError, TypeError):
-        return {}
+        from shoplens_convert.drift_model import KerasDriftModel
+    except DependencyError as exc:
+        raise DependencyError(f"a Keras reference needs TensorFlow: {exc.message}") from None
+    return KerasDriftModel(path, **kwargs)

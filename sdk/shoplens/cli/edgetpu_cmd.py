@@ -14,20 +14,32 @@ app = typer.Typer(help="Edge TPU: pre-flight mapping report and compilation.", n
 
 
 def _print_preflight(pf_dict: dict[str, Any], verbose: bool) -> None:
+    """The verdict and the fix first; the op table after (all ops with --all, else those off the TPU)."""
+    out_console.print(pf_dict["summary"])
+    for extra in pf_dict["model_errors"][1:]:
+        out_console.print(f"also: {extra}")
+    off = [o for o in pf_dict["ops"] if not o["maps"]]
+    if not verbose and (pf_dict["model_errors"] or not off):
+        if pf_dict["ops"]:
+            out_console.print(f"({len(pf_dict['ops'])} ops; --all lists them)")
+        return
     t = Table(title=f"Edge TPU pre-flight: {pf_dict['model']}")
     for col in ("#", "op", "v", "verdict", "MACs", "reason"):
         t.add_column(col, justify="right" if col in ("#", "v", "MACs") else "left")
     seg = pf_dict["segment_end"]
+    shown = 0
     for o in pf_dict["ops"]:
-        if not verbose and o["maps"] and seg is not None and o["index"] < seg - 3:
+        if not verbose and ((o["maps"] and seg is not None and o["index"] < seg - 3) or shown >= 20):
             continue
+        shown += 1
         verdict = "[green]Edge TPU[/green]" if o["maps"] else f"[red]CPU: {o['category']}[/red]"
         t.add_row(str(o["index"]), o["op"], str(o["version"]), verdict, f"{o['macs']:,}",
                   o.get("reason") or o.get("note", ""))  # fmt: skip
         if seg is not None and o["index"] == seg - 1:
             t.add_row("", "[bold]-- TPU segment ends --[/bold]", "", "", "", "")
     out_console.print(t)
-    out_console.print(pf_dict["summary"])
+    if not verbose and len(off) > shown:
+        out_console.print(f"({len(pf_dict['ops'])} ops; --all lists them)")
 
 
 @app.command("check")
@@ -50,7 +62,7 @@ def check_command(
     if json_out:
         print_json(d)
     else:
-        _print_preflight(d, verbose or len(pf.ops) <= 60)
+        _print_preflight(d, verbose)
     if require_full and not pf.fully_mapped:
         raise ConversionError(f"not fully mapped: {pf.summary()}")
 

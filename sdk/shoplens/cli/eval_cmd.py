@@ -1,4 +1,5 @@
-"""``shoplens eval``: accuracy of a Keras model on a data spec, through the SDK's preprocessing."""
+"""``shoplens eval``: accuracy of a Keras or ``.tflite`` model on a data spec, through the SDK's
+preprocessing (a ``.tflite`` runs in the SDK Classifier, without TensorFlow)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ app = typer.Typer()
 
 @app.command("eval")
 def eval_command(
-    model: Annotated[Path, typer.Argument(help="Keras model (.keras or .h5).")],
+    model: Annotated[
+        Path, typer.Argument(help="A Keras model (.keras, .h5, SavedModel) or a .tflite.", exists=True)
+    ],
     data: Annotated[
         str, typer.Option("--data", "-d", help="Data spec, e.g. fashion-mnist:test or kiosk:DIR.")
     ],
@@ -33,18 +36,25 @@ def eval_command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --save file.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Evaluate a model's top-1/top-5 accuracy on a data spec, through the SDK preprocessing."""
-    from shoplens_convert.evaluate import evaluate_keras  # lazy: TensorFlow only when needed
+    """Evaluate a model's top-1/top-5 accuracy on a data spec, through the SDK preprocessing.
 
-    result = evaluate_keras(
-        model,
-        data,
-        contract_path=contract,
-        labels_path=labels,
-        batch_size=batch_size,
-        show_progress=show_progress(json_out),
-        unsafe_load=unsafe_load,
-    )
+    Example: shoplens eval out/int8/model.tflite --data fashion-mnist:test
+    """
+    if model.suffix.lower() == ".tflite":
+        from shoplens.errors import UsageError
+        from shoplens.metrics import evaluate_tflite
+
+        if contract is not None or labels is not None:
+            raise UsageError("--contract and --labels apply to a Keras model; a .tflite carries its own")
+        result = evaluate_tflite(model, data, batch_size=batch_size,
+                                 show_progress=show_progress(json_out))  # fmt: skip
+    else:
+        from shoplens_convert.evaluate import evaluate_keras  # lazy: TensorFlow only when needed
+
+        result = evaluate_keras(
+            model, data, contract_path=contract, labels_path=labels, batch_size=batch_size,
+            show_progress=show_progress(json_out), unsafe_load=unsafe_load,
+        )  # fmt: skip
     if save is not None:
         result.save(save, overwrite=overwrite)
     if json_out:

@@ -60,7 +60,6 @@ def search_command(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Find the catalog products that look most like the photo (exact cosine top-k)."""
-    import json as _json
 
     from shoplens.catalog import CatalogIndex
     from shoplens.classifier import Classifier
@@ -70,12 +69,13 @@ def search_command(
 
     if k <= 0:
         raise UsageError(f"--k must be a positive integer, got {k}")
+    idx = CatalogIndex.load(index)  # what is wrong with the index is said first
+    model = model or idx.model_path
     if model is None:
-        try:
-            model = Path(_json.loads((index / "manifest.json").read_text(encoding="utf-8"))["model_path"])
-        except (OSError, ValueError, KeyError, TypeError):
-            raise DataError(f"{index} names no embedding model; pass --model") from None
-    idx = CatalogIndex.load(index, model=model)
+        raise DataError(f"{index} names no embedding model; pass --model")
+    idx.check_model(model)
+    if category is not None and category not in idx.categories:
+        raise UsageError(f"unknown category {category!r}; the index has: {', '.join(idx.categories)}")
     frame = read_image(image)
     if frame is None:
         raise DataError(f"cannot read image {image}")
@@ -87,7 +87,9 @@ def search_command(
         category = category or predicted
     with Embedder.create_from_model_path(model) as emb:
         res = emb.embed(frame)
-    hits = idx.search(res.embedding, k, category=category) if res.embedding is not None else []
+    hits = []
+    if res.embedding is not None and (category is None or category in idx.categories):
+        hits = idx.search(res.embedding, k, category=category)
     doc = {"query": str(image), "category_filter": category, "predicted_category": predicted,
            "results": [h.to_dict() for h in hits]}  # fmt: skip
     if json_out:

@@ -9,17 +9,16 @@ Written into a temporary directory and renamed into place.
 from __future__ import annotations
 
 import csv
-import shutil
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from shoplens._atomic import replace_dir, stage_dir
-from shoplens._progress import progress
 from shoplens.data.fashion_mnist import FASHION_MNIST_LABELS, load_fashion_mnist
 from shoplens.errors import DataError, UsageError
+from shoplens.internal.outputs import output_lock, publish_output_dir, remove_path, stage_output_dir
+from shoplens.internal.progress import progress
 
 __all__ = ["generate_catalog"]
 
@@ -46,7 +45,15 @@ def generate_catalog(
     if not 1 <= count <= len(x):
         raise UsageError(f"--count must be in 1..{len(x)} for the {split} split, got {count}")
     out = Path(out_dir)
-    tmp = stage_dir(out, overwrite=overwrite)
+    with output_lock(out):
+        return _write_catalog(out, x, y, count, split, seed, overwrite, show_progress)
+
+
+def _write_catalog(
+    out: Path, x: np.ndarray, y: np.ndarray, count: int, split: str, seed: int, overwrite: bool,
+    show_progress: bool,
+) -> dict[str, Any]:  # fmt: skip
+    tmp = stage_output_dir(out, overwrite=overwrite)
     rng = np.random.default_rng(seed)
     try:
         (tmp / "images").mkdir()
@@ -65,8 +72,8 @@ def generate_catalog(
                     w.writerow([pid, name, label, f"{price:.2f}", BRANDS[int(rng.integers(len(BRANDS)))],
                                 MATERIALS[int(rng.integers(len(MATERIALS)))], f"{split}/{i}"])  # fmt: skip
                     bar.advance(1)
-        replace_dir(tmp, out)
+        publish_output_dir(tmp, out, command="data catalog")
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_path(tmp)
         raise
     return {"out": str(out), "products": count, "split": split, "seed": seed}

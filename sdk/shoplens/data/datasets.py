@@ -13,6 +13,7 @@ reads them), integer labels and string ids. Images are not preprocessed here: th
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 from collections.abc import Iterator, Sequence
@@ -114,6 +115,18 @@ def read_labels_file(path: Path) -> tuple[str, ...]:
     return names
 
 
+@contextlib.contextmanager
+def opencv_quiet() -> Iterator[None]:
+    """OpenCV's own log lines off (a damaged PNG logs two); ShopLens reports the failure itself."""
+    cvlog = cv2.utils.logging
+    level = cvlog.getLogLevel()
+    cvlog.setLogLevel(cvlog.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cvlog.setLogLevel(level)
+
+
 def read_image(path: Path) -> np.ndarray | None:
     """Read an image as uint8 gray or BGR; None when it cannot be decoded."""
     try:
@@ -122,7 +135,8 @@ def read_image(path: Path) -> np.ndarray | None:
         return None
     if data.size == 0:
         return None
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    with opencv_quiet():
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None:
         return None
     if img.dtype != np.uint8:  # 16-bit PNGs and the like
@@ -134,13 +148,33 @@ def read_image(path: Path) -> np.ndarray | None:
     return img
 
 
+MIN_IMAGE_SIDE = 8  # the preprocessor's smallest frame (shoplens.preprocess.MIN_FRAME_SIDE)
+
+
+def folder_label_index(names: Sequence[str]) -> dict[str, int]:
+    """Folder name -> class index for labels ``names``: the label itself, or with ``/`` as ``_``/``-``."""
+    index: dict[str, int] = {}
+    for i, n in enumerate(names):
+        for spelling in (n, n.replace("/", "_"), n.replace("/", "-")):
+            index.setdefault(spelling, i)
+    return index
+
+
 @dataclass
 class FolderDataset(Dataset):
-    """One subfolder per class. Label order from ``labels.txt`` if present, else sorted names."""
+    """One subfolder per class.
+
+    Folders map to classes **by name**: to ``label_names`` when given (a model's labels: every
+    folder must be one of them, a subset is fine), else to the folder's own ``labels.txt``, else
+    to the sorted folder names. A label that cannot be a folder name matches its folder with ``/``
+    written as ``_`` or ``-`` ("T-shirt/top" is ``T-shirt_top``). Images that cannot be read, or
+    are smaller than the smallest frame ShopLens accepts, are skipped, counted and named.
+    """
 
     root: Path = Path(".")
     files: list[tuple[Path, int]] = field(default_factory=list)
     non_images: int = 0
+    skipped_files: list[str] = field(default_factory=list)
 
     @classmethod
     def open(cls, root: str | Path, label_names: Sequence[str] | None = None) -> FolderDataset:
@@ -153,17 +187,20 @@ class FolderDataset(Dataset):
         labels_txt = root / "labels.txt"
         if label_names is not None:
             names = tuple(label_names)
+            source = "the model's labels"
         elif labels_txt.is_file():
             names = read_labels_file(labels_txt)
+            source = str(labels_txt)
         else:
             names = tuple(subdirs)
-        unknown = [d for d in subdirs if d not in names]
+            source = "its folder names"
+        index = folder_label_index(names)
+        unknown = [d for d in subdirs if d not in index]
         if unknown:
             raise DataError(
-                f"{root} has class folders {unknown} that are not in its label list; "
-                "add them to labels.txt or remove them"
+                f"{root} has class folders {unknown} that are not among {source} ({', '.join(names)}); "
+                "rename them (a '/' in a label is written '_' or '-') or remove them"
             )
-        index = {n: i for i, n in enumerate(names)}
         files: list[tuple[Path, int]] = []
         non_images = 0
         for d in subdirs:
@@ -198,8 +235,11 @@ class FolderDataset(Dataset):
             ids: list[str] = []
             for p, lab in self.files[s : s + batch_size]:
                 img = read_image(p)
-                if img is None or min(img.shape[:2]) < 1:
+                if img is None or min(img.shape[:2]) < MIN_IMAGE_SIDE:
                     unreadable += 1
+                    if len(self.skipped_files) < 100:
+                        why = "unreadable" if img is None else f"{img.shape[1]}x{img.shape[0]}, too small"
+                        self.skipped_files.append(f"{p.relative_to(self.root)} ({why})")
                     continue
                 imgs.append(img)
                 labels.append(lab)
@@ -209,7 +249,8 @@ class FolderDataset(Dataset):
                 yield Batch(imgs, np.asarray(labels, np.int64), ids)
         self.skipped = self.non_images + unreadable
         if unreadable and yielded:
-            log.warning("%s: skipped %d unreadable images", self.root, unreadable)
+            log.warning("%s: skipped %d unreadable or too small images: %s", self.root, unreadable,
+                        ", ".join(self.skipped_files[:5]) + (" ..." if unreadable > 5 else ""))  # fmt: skip
         if not yielded:
             raise DataError(f"image folder {self.root}: none of its {len(self.files)} images could be read")
 

@@ -17,7 +17,6 @@ import csv
 import json
 import math
 import os
-import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,9 +25,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from shoplens._atomic import atomic_write_text, ensure_output_dir
-from shoplens._progress import progress as _progress
-from shoplens.errors import DataError, OutputExistsError, UsageError
+from shoplens.errors import DataError, UsageError
+from shoplens.internal.atomic import atomic_write_text
+from shoplens.internal.outputs import output_lock, publish_output_dir, remove_path, stage_output_dir
+from shoplens.internal.progress import progress as _progress
 
 __all__ = [
     "BAD_REASONS",
@@ -304,17 +304,25 @@ def generate_kiosk(
         raise UsageError(f"number of frames must be > 0, got {n_frames}")
     if len(products) != len(labels):
         raise DataError(f"{len(products)} products but {len(labels)} labels")
-    out = Path(out_dir)
-    if out.exists() and out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise OutputExistsError(f"{out} is not empty; pass --overwrite to replace its kiosk frames")
-        for name in ("frames", VIDEO_NAME, GROUND_TRUTH_CSV, "labels.txt", "meta.json"):
-            p = out / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-    out = ensure_output_dir(out)
+    final = Path(out_dir)
+    with output_lock(final):
+        out = stage_output_dir(final, overwrite=overwrite)
+        try:
+            infos = _render_into(out, products, labels, label_names, n_frames=n_frames, seed=seed, cfg=cfg,
+                                 video=video, fps=fps, segment_frames=segment_frames, source=source,
+                                 progress=progress)  # fmt: skip
+            publish_output_dir(out, final, command="data kiosk")
+        except BaseException:
+            remove_path(out)
+            raise
+    return infos
+
+
+def _render_into(
+    out: Path, products: Sequence[np.ndarray], labels: Sequence[int], label_names: Sequence[str], *,
+    n_frames: int, seed: int, cfg: KioskConfig, video: bool, fps: float, segment_frames: int, source: str,
+    progress: bool,
+) -> list[KioskFrameInfo]:  # fmt: skip
     seg = segment_frames if video else 1
     plan = list(plan_frames(n_frames, len(products), seed=seed, bad_fraction=cfg.bad_fraction, segment=seg))
     infos: list[KioskFrameInfo] = []

@@ -13,6 +13,7 @@ spec                               meaning
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,24 +78,38 @@ def parse_data_spec(spec: str | os.PathLike[str] | DataSpec) -> DataSpec:
     return DataSpec("folder", "", None, Path(s))
 
 
-def open_dataset(spec: str | os.PathLike[str] | DataSpec, *, fashion_mnist_dir: str | None = None) -> Dataset:
-    """Open the dataset a spec names. Raises DataError for anything missing or malformed."""
+def open_dataset(
+    spec: str | os.PathLike[str] | DataSpec,
+    *,
+    labels: Sequence[str] | None = None,
+    fashion_mnist_dir: str | None = None,
+) -> Dataset:
+    """Open the dataset a spec names.
+
+    Args:
+      spec: a data spec (see the module docstring).
+      labels: the labels of the model the data is for: an image folder's class folders map to them
+        by name (a subset is fine; an unknown folder is an error that lists them).
+
+    Raises:
+      DataError: anything missing, malformed, or not matching ``labels``.
+    """
     ds = parse_data_spec(spec)
     if ds.kind == "fashion-mnist":
-        images, labels = load_fashion_mnist(ds.split, fashion_mnist_dir)
+        images, ys = load_fashion_mnist(ds.split, fashion_mnist_dir)
         if ds.limit is not None:
             if ds.limit > len(images):
                 raise DataError(f"{ds}: the {ds.split} split has only {len(images)} images")
-            images, labels = images[: ds.limit], labels[: ds.limit]
+            images, ys = images[: ds.limit], ys[: ds.limit]
         return ArrayDataset(
             name=str(ds),
             label_names=FASHION_MNIST_LABELS,
             images=images,
-            labels=labels.astype("int64"),
+            labels=ys.astype("int64"),
             id_prefix=f"{ds.split}/",
         )
     if ds.path is None:
         raise DataError(f"data spec {ds} names no path")
     if ds.kind == "kiosk":
         return KioskDataset.open(ds.path, ds.split)
-    return FolderDataset.open(ds.path)
+    return FolderDataset.open(ds.path, label_names=labels)

@@ -14,8 +14,9 @@ a candidate that collapsed to a near-constant output is named as such.
 """
 
 from shoplens.drift.causes import alternatives, likely_causes
-from shoplens.drift.inputs import DEVICE_OUTPUTS_FORMAT, BundleDataset, DeviceOutputs
+from shoplens.drift.inputs import DEVICE_OUTPUTS_FORMAT, BundleDataset, DeviceOutputs, DriftPlan, plan_drift
 from shoplens.drift.models import DriftModel, TFLiteDriftModel, open_model, to_probabilities
+from shoplens.drift.paired import PairedMetrics
 from shoplens.drift.report import (
     CAUSE_TRIGGER_AGREEMENT,
     CAUSE_TRIGGER_KL,
@@ -37,12 +38,15 @@ __all__ = [
     "CauseResult",
     "DeviceOutputs",
     "DriftModel",
+    "DriftPlan",
     "DriftReport",
+    "PairedMetrics",
     "TFLiteDriftModel",
     "alternatives",
     "likely_causes",
     "open_model",
     "paired_bootstrap_ci",
+    "plan_drift",
     "run_drift",
     "to_probabilities",
 ]

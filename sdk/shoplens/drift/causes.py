@@ -6,12 +6,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from shoplens._progress import progress
 from shoplens.contract import ColorOrder, CropMode, Interpolation, PreprocessContract
 from shoplens.data.datasets import Batch, Dataset
 from shoplens.drift.models import DriftModel, scores_for
 from shoplens.drift.report import Alternative, CauseResult
 from shoplens.errors import DataError
+from shoplens.internal.progress import progress
 from shoplens.preprocess import Preprocessor
 
 # -- likely causes ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import numpy as np
 
 from shoplens.data.datasets import Batch, Dataset, read_image
 from shoplens.drift.models import to_probabilities
-from shoplens.errors import DataError
+from shoplens.errors import DataError, UsageError
 
 DEVICE_OUTPUTS_FORMAT = "shoplens-device-outputs"
 
@@ -152,6 +152,7 @@ class BundleDataset(Dataset):
 
     root: Path = Path(".")
     rows: list[dict[str, Any]] = field(default_factory=list)
+    budgets: dict[str, Any] = field(default_factory=dict)  # from the verified manifest
 
     @classmethod
     def open(cls, bundle_dir: str | Path) -> BundleDataset:
@@ -164,7 +165,10 @@ class BundleDataset(Dataset):
             rows = list(expected["frames"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DataError(f"bundle {root}: expected.json is unreadable: {exc}") from None
-        return cls(name=f"bundle:{root}", label_names=tuple(manifest["labels"]), root=root, rows=rows)
+        raw = manifest.get("budgets")
+        budgets: dict[str, Any] = dict(raw) if isinstance(raw, dict) else {}
+        return cls(name=f"bundle:{root}", label_names=tuple(manifest["labels"]), root=root, rows=rows,
+                   budgets=budgets)  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -185,3 +189,79 @@ class BundleDataset(Dataset):
             yield Batch(
                 imgs, np.asarray([int(r["label"]) for r in part], np.int64), [r["frame"] for r in part]
             )
+
+
+# -- what a drift run compares ----------------------------------------------------------------
+OUTPUT_SUFFIXES = (".json", ".csv")
+
+
+@dataclass(frozen=True)
+class DriftPlan:
+    """The two sides of a drift run and the images, resolved from the command's arguments."""
+
+    reference: Path
+    candidate: Path  # a .tflite, or a device-outputs file
+    dataset: Dataset | None  # the bundle's frames; None: open ``data`` later
+    data: str | None
+    score_tolerance: float | None  # bundles: per-frame score tolerance from the manifest
+
+    @property
+    def candidate_is_outputs(self) -> bool:
+        return self.candidate.suffix.lower() in OUTPUT_SUFFIXES
+
+
+def plan_drift(
+    reference: Path | None,
+    candidate: Path | None,
+    data: str | None,
+    *,
+    bundle: Path | None = None,
+    device_outputs: Path | None = None,
+    outputs: Sequence[Path | None] = (),
+    overwrite: bool = False,
+) -> DriftPlan:
+    """Check the arguments of a drift run before any work, and resolve bundle mode.
+
+    Either REFERENCE, CANDIDATE and ``data``, or ``bundle`` and ``device_outputs``. The report
+    files in ``outputs`` must be neither an input nor each other, and may exist only with
+    ``overwrite``: so a run that will fail to write fails before it computes anything.
+
+    Raises:
+      UsageError: missing or contradicting arguments, an output that is an input.
+      OutputExistsError: an output exists and ``overwrite`` is False.
+    """
+    from shoplens.internal.atomic import check_target
+
+    if bundle is not None:
+        if device_outputs is None:
+            raise UsageError("--bundle needs --device-outputs FILE (the scores your device computed)")
+        if reference is not None or candidate is not None or data is not None:
+            raise UsageError("with --bundle, give no REFERENCE, CANDIDATE or --data: the bundle holds them")
+        ds = BundleDataset.open(bundle)
+        plan = DriftPlan(bundle / "model.tflite", device_outputs, ds, None,
+                         float(ds.budgets.get("score_tolerance", 0.02)))  # fmt: skip
+        inputs = [p for p in bundle.rglob("*") if p.is_file()] + [device_outputs]
+    else:
+        if device_outputs is not None:
+            raise UsageError("--device-outputs goes with --bundle; otherwise pass the file as CANDIDATE")
+        if reference is None or candidate is None:
+            raise UsageError("give REFERENCE and CANDIDATE (or --bundle DIR --device-outputs FILE)")
+        if data is None:
+            raise UsageError("--data is required: the images both models are compared on")
+        plan = DriftPlan(reference, candidate, None, data, None)
+        inputs = [reference, candidate]
+    suffix = plan.candidate.suffix.lower()
+    if suffix not in (*OUTPUT_SUFFIXES, ".tflite") and plan.candidate.exists():
+        raise UsageError(f"candidate {plan.candidate} must be a .tflite or a device-outputs .json/.csv file")
+    given = [p for p in outputs if p is not None]
+    resolved = [p.resolve() for p in given]
+    protected = {p.resolve() for p in inputs if p.exists()}
+    for p, r in zip(given, resolved, strict=True):
+        if r in protected or any(r == q.resolve() or q.resolve() in r.parents for q in inputs if q.is_dir()):
+            raise UsageError(f"{p} is one of the inputs; write the report elsewhere")
+        if resolved.count(r) > 1:
+            raise UsageError(f"{p} is given for two reports; give each its own file")
+        if not p.parent.is_dir():
+            raise UsageError(f"directory {p.parent} does not exist; create it first")
+        check_target(p, overwrite)
+    return plan

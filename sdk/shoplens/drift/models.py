@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from shoplens import postprocess
 from shoplens.contract import PreprocessContract
 from shoplens.data.datasets import Batch
 from shoplens.errors import DataError, DependencyError, ModelError, UsageError
@@ -13,24 +15,14 @@ from shoplens.preprocess import Preprocessor
 
 
 # -- scores -----------------------------------------------------------------------------------
-def softmax_rows(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    probs: np.ndarray = e / e.sum(axis=1, keepdims=True)
-    return probs
-
-
 def to_probabilities(scores: np.ndarray) -> np.ndarray:
-    """Rows of scores as probabilities: kept when they already are, softmaxed when logits."""
+    """Rows (N, K) of scores as probabilities (:func:`shoplens.postprocess.to_probabilities`)."""
     s = np.asarray(scores, np.float64)
     if s.ndim != 2:
         raise DataError(f"scores must be a 2-D (N, K) array, got shape {s.shape}")
     if not np.isfinite(s).all():
         raise DataError("scores contain NaN or inf values")
-    if s.size and s.min() >= -1e-3 and s.max() <= 1 + 1e-3 and np.allclose(s.sum(axis=1), 1.0, atol=0.05):
-        clipped: np.ndarray = np.clip(s, 0.0, 1.0)
-        return clipped
-    return softmax_rows(s)
+    return postprocess.to_probabilities(s)
 
 
 # -- models -----------------------------------------------------------------------------------
@@ -82,11 +74,21 @@ class TFLiteDriftModel(DriftModel):
 def open_model(
     path: str | Path,
     *,
+    keras_opener: Callable[..., DriftModel] | None = None,
     contract_path: Path | None = None,
     labels_path: Path | None = None,
     unsafe_load: bool = False,
 ) -> DriftModel:
-    """A ``.tflite`` file in the SDK, or a Keras model (any format the converter reads)."""
+    """A ``.tflite`` file in the SDK; any other model through ``keras_opener``.
+
+    The runtime never imports the converter: a caller that has TensorFlow (the ``shoplens drift``
+    command) passes ``keras_opener``, e.g. ``shoplens_convert.drift_model.KerasDriftModel``.
+
+    Raises:
+      ModelError: the file does not exist.
+      DependencyError: a Keras model and no ``keras_opener`` (the runtime alone cannot run it).
+      UsageError: ``--contract``/``--labels`` given for a ``.tflite``, which carries its own.
+    """
     p = Path(path)
     if not p.exists():
         raise ModelError(f"model {p} does not exist")
@@ -94,13 +96,12 @@ def open_model(
         if contract_path is not None or labels_path is not None:
             raise UsageError("--contract and --labels apply to a Keras reference; a .tflite carries its own")
         return TFLiteDriftModel(p)
-    try:
-        from shoplens_convert.drift_model import KerasDriftModel
-    except DependencyError as exc:
-        raise DependencyError(f"a Keras reference needs TensorFlow: {exc.message}") from None
-    model: DriftModel = KerasDriftModel(p, contract_path=contract_path, labels_path=labels_path,
-                                        unsafe_load=unsafe_load)  # fmt: skip
-    return model
+    if keras_opener is None:
+        raise DependencyError(
+            f"{p.name} is not a .tflite; a Keras reference needs the converter: "
+            "pip install 'shoplens[convert]'"
+        )
+    return keras_opener(p, contract_path=contract_path, labels_path=labels_path, unsafe_load=unsafe_load)
 
 
 def scores_for(model: DriftModel, pre: Preprocessor, batch: Batch, buf: np.ndarray) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,23 +69,7 @@ class DriftReport:
     candidate: str
     data: str
     labels: tuple[str, ...]
-    n: int
-    ref_confusion: np.ndarray
-    cand_confusion: np.ndarray
-    ref_top5: float
-    cand_top5: float
-    agreement: float
-    kl_mean: float
-    abs_delta_mean: float
-    abs_delta_max: float
-    drop_ci95: tuple[float, float]
-    disagreeing_ids: list[str]
-    disagreeing_total: int
-    ref_top_share: float
-    cand_top_share: float
-    cand_top_class: int
-    ref_score_spread: float
-    cand_score_spread: float
+    metrics: PairedResult
     contract_differences: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     causes: list[CauseResult] = field(default_factory=list)
     cause_sample: int = 0
@@ -93,44 +79,48 @@ class DriftReport:
     seconds: float = 0.0
     gate: dict[str, Any] = field(default_factory=dict)
 
-    @classmethod
-    def from_metrics(
-        cls, m: PairedResult, *, reference: str, candidate: str, data: str, labels: tuple[str, ...],
-        contract_differences: dict[str, tuple[Any, Any]] | None = None,
-        per_frame: list[dict[str, Any]] | None = None,
-    ) -> DriftReport:  # fmt: skip
-        """A report around the metrics that :class:`~shoplens.drift.paired.PairedMetrics` extracted."""
-        return cls(
-            reference=reference, candidate=candidate, data=data, labels=labels, n=m.n,
-            ref_confusion=m.ref_confusion, cand_confusion=m.cand_confusion, ref_top5=m.ref_top5,
-            cand_top5=m.cand_top5, agreement=m.agreement, kl_mean=m.kl_mean, abs_delta_mean=m.abs_delta_mean,
-            abs_delta_max=m.abs_delta_max, drop_ci95=m.drop_ci95, disagreeing_ids=m.disagreeing_ids,
-            disagreeing_total=m.disagreeing_total, ref_top_share=m.ref_top_share,
-            cand_top_share=m.cand_top_share, cand_top_class=m.cand_top_class,
-            ref_score_spread=m.ref_score_spread, cand_score_spread=m.cand_score_spread,
-            contract_differences=dict(contract_differences or {}), per_frame=list(per_frame or []),
-        )  # fmt: skip
+    # -- saving ---------------------------------------------------------------------------------
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the JSON report (``to_dict``) atomically; OutputExistsError unless ``overwrite``."""
+        from shoplens.internal.atomic import atomic_write_text
 
-    # -- derived metrics ----------------------------------------------------------------------
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n", overwrite=overwrite)
+
+    def save_html(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the self-contained HTML report atomically (:mod:`shoplens.drift.html`)."""
+        from shoplens.drift.html import render_html
+        from shoplens.internal.atomic import atomic_write_text
+
+        return atomic_write_text(path, render_html(self.to_dict()), overwrite=overwrite)
+
+    # -- the metrics most read from outside --------------------------------------------------
     @property
-    def ref_top1(self) -> float:
-        return float(np.trace(self.ref_confusion) / max(self.n, 1))
+    def n(self) -> int:
+        return self.metrics.n
 
     @property
-    def cand_top1(self) -> float:
-        return float(np.trace(self.cand_confusion) / max(self.n, 1))
+    def agreement(self) -> float:
+        return self.metrics.agreement
+
+    @property
+    def kl_mean(self) -> float:
+        return self.metrics.kl_mean
+
+    @property
+    def abs_delta_mean(self) -> float:
+        return self.metrics.abs_delta_mean
 
     @property
     def drop(self) -> float:
         """Top-1 drop in points, reference minus candidate."""
-        return 100.0 * (self.ref_top1 - self.cand_top1)
+        return self.metrics.drop
 
     def per_class(self) -> list[dict[str, Any]]:
         """Per class: accuracies, delta (points, positive = candidate worse), P/R/F1; worst first."""
-        rp, cp = _prf(self.ref_confusion), _prf(self.cand_confusion)
+        rp, cp = _prf(self.metrics.ref_confusion), _prf(self.metrics.cand_confusion)
         rows = []
         for i, name in enumerate(self.labels):
-            support = int(self.ref_confusion[i].sum())
+            support = int(self.metrics.ref_confusion[i].sum())
             ra = rp["recall"][i]
             ca = cp["recall"][i]
             rows.append({
@@ -155,8 +145,8 @@ class DriftReport:
         """The candidate answers (nearly) the same whatever the image."""
         if self.n < 10:
             return False
-        flat = self.cand_score_spread < 0.1 * max(self.ref_score_spread, 1e-9)
-        one_class = self.cand_top_share >= 0.8 and self.ref_top_share < 0.5
+        flat = self.metrics.cand_score_spread < 0.1 * max(self.metrics.ref_score_spread, 1e-9)
+        one_class = self.metrics.cand_top_share >= 0.8 and self.metrics.ref_top_share < 0.5
         return flat or one_class
 
     @property
@@ -185,12 +175,12 @@ class DriftReport:
                 f"{best.alternative.finding}"
             )
         if self.collapsed:
-            name = self.labels[self.cand_top_class]
+            m = self.metrics
+            name = self.labels[m.cand_top_class]
             return (
                 f"the candidate collapsed to a near-constant output (it predicts {name!r} for "
-                f"{100 * self.cand_top_share:.1f} % of images; its score spread is "
-                f"{100 * self.cand_score_spread / max(self.ref_score_spread, 1e-9):.1f} % of the "
-                "reference's): "
+                f"{100 * m.cand_top_share:.1f} % of images; its score spread is "
+                f"{100 * m.cand_score_spread / max(m.ref_score_spread, 1e-9):.1f} % of the reference's): "
                 "quantization broke the model; check the calibration images and that they went through "
                 "the model's preprocessing"
             )
@@ -219,13 +209,14 @@ class DriftReport:
         min_agreement: float | None = None,
         max_class_drop: float | None = None,
         score_tolerance: float | None = None,
+        allow_collapse: bool = False,
     ) -> list[str]:
         """The failed limits, each saying by how much; empty when the gate passes."""
         failures = []
         if max_drop is not None and self.drop > max_drop:
             failures.append(
                 f"top-1 drop {self.drop:.2f} pts > --max-drop {max_drop:g} (by {self.drop - max_drop:.2f}; "
-                f"95 % CI {self.drop_ci95[0]:.2f}..{self.drop_ci95[1]:.2f})"
+                f"95 % CI {self.metrics.drop_ci95[0]:.2f}..{self.metrics.drop_ci95[1]:.2f})"
             )
         if min_agreement is not None and 100 * self.agreement < min_agreement:
             failures.append(
@@ -248,11 +239,18 @@ class DriftReport:
                     f"than {score_tolerance:g}; worst {max(f['max_abs_delta'] for f in bad):.4f} "
                     f"on {max(bad, key=lambda f: f['max_abs_delta'])['id']})"
                 )
+        if self.collapsed and not allow_collapse:
+            m = self.metrics
+            failures.append(
+                f"the candidate collapsed to a near-constant output ({100 * m.cand_top_share:.1f} % "
+                f"{self.labels[m.cand_top_class]!r}); pass --allow-collapse only if that is expected"
+            )
         self.gate = {
             "max_drop_pts": max_drop,
             "min_agreement_pct": min_agreement,
             "max_class_drop_pts": max_class_drop,
             "score_tolerance": score_tolerance,
+            "collapse_allowed": allow_collapse,
             "passed": not failures,
             "failures": failures,
         }
@@ -266,23 +264,23 @@ class DriftReport:
             "data": self.data,
             "n": self.n,
             "labels": list(self.labels),
-            "reference_top1": round(self.ref_top1, 6),
-            "candidate_top1": round(self.cand_top1, 6),
-            "reference_top5": round(self.ref_top5, 6),
-            "candidate_top5": round(self.cand_top5, 6),
+            "reference_top1": round(self.metrics.ref_top1, 6),
+            "candidate_top1": round(self.metrics.cand_top1, 6),
+            "reference_top5": round(self.metrics.ref_top5, 6),
+            "candidate_top5": round(self.metrics.cand_top5, 6),
             "drop_pts": round(self.drop, 4),
-            "drop_ci95_pts": [round(self.drop_ci95[0], 4), round(self.drop_ci95[1], 4)],
+            "drop_ci95_pts": [round(self.metrics.drop_ci95[0], 4), round(self.metrics.drop_ci95[1], 4)],
             "agreement": round(self.agreement, 6),
             "kl_mean": round(self.kl_mean, 6),
             "abs_score_delta_mean": round(self.abs_delta_mean, 6),
-            "abs_score_delta_max": round(self.abs_delta_max, 6),
+            "abs_score_delta_max": round(self.metrics.abs_delta_max, 6),
             "per_class": self.per_class(),
-            "reference_confusion": self.ref_confusion.tolist(),
-            "candidate_confusion": self.cand_confusion.tolist(),
-            "disagreeing_ids": self.disagreeing_ids,
-            "disagreeing_total": self.disagreeing_total,
+            "reference_confusion": self.metrics.ref_confusion.tolist(),
+            "candidate_confusion": self.metrics.cand_confusion.tolist(),
+            "disagreeing_ids": self.metrics.disagreeing_ids,
+            "disagreeing_total": self.metrics.disagreeing_total,
             "collapsed": self.collapsed,
-            "candidate_top_class_share": round(self.cand_top_share, 6),
+            "candidate_top_class_share": round(self.metrics.cand_top_share, 6),
             "contract_differences": {k: [str(a), str(b)] for k, (a, b) in self.contract_differences.items()},
             "cause_analysis": {
                 "sample": self.cause_sample,

@@ -6,7 +6,6 @@ from typing import Any
 
 import numpy as np
 
-from shoplens._progress import progress
 from shoplens.contract import PreprocessContract
 from shoplens.data.datasets import Dataset
 from shoplens.drift.causes import likely_causes
@@ -20,6 +19,7 @@ from shoplens.drift.report import (
     DriftReport,
 )
 from shoplens.errors import DataError
+from shoplens.internal.progress import progress
 
 
 def frame_verdicts(
@@ -118,12 +118,12 @@ def run_drift(
             bar.advance(m)
     if acc.n == 0:
         raise DataError(f"dataset {dataset.name} yielded no images")
-    report = DriftReport.from_metrics(
-        acc.result(), reference=reference.name, candidate=cand_name, data=dataset.name,
-        labels=tuple(reference.labels),
+    report = DriftReport(
+        reference=reference.name, candidate=cand_name, data=dataset.name, labels=tuple(reference.labels),
+        metrics=acc.result(),
         contract_differences={} if device else _contract_differences(reference.contract, candidate.contract),  # type: ignore[union-attr]
         per_frame=per_frame,
-    )  # fmt: skip
+    )
     if analyse is None:
         analyse = (
             report.agreement < CAUSE_TRIGGER_AGREEMENT

@@ -279,11 +279,26 @@ def _verdict(info: ModelInfo, op: OpInfo) -> OpVerdict:
 
 
 def preflight(model: str | Path | bytes | ModelInfo) -> Preflight:
-    """Predict the Edge TPU compiler's mapping of ``model`` (a path, bytes or parsed info)."""
+    """Predict the Edge TPU compiler's mapping of ``model`` (a path, bytes or parsed info).
+
+    The first problem found is the headline: a float model is not quantized at all (the usual
+    reason for "0 ops map"), a batch-flexible model has dynamic shapes; then the op table.
+    """
     info = model if isinstance(model, ModelInfo) else read_model_info(model)
     name = "<bytes>" if isinstance(model, (bytes, bytearray, ModelInfo)) else str(model)
     verdicts = [_verdict(info, op) for op in info.ops]
     errors = []
+    quantized = any(t.dtype in ("int8", "uint8") and t.quantized for t in info.tensors)
+    if not quantized:
+        errors.append(
+            "the model is not quantized (float); the Edge TPU runs only full-integer models: convert "
+            "with 'shoplens convert MODEL --recipe int8 --target edgetpu'"
+        )
+    elif any(t.dynamic for t in (*info.inputs, *info.outputs)):
+        errors.append(
+            "the model has a dynamic batch size; the Edge TPU needs static shapes: convert with "
+            "'shoplens convert MODEL --recipe int8 --target edgetpu' (static batch 1)"
+        )
     if info.subgraphs > 1:
         errors.append(f"{info.subgraphs} subgraphs (the compiler supports one)")
     for v in verdicts:

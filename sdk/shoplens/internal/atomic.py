@@ -5,12 +5,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from shoplens.errors import DataError, OutputExistsError, UsageError
+from shoplens.errors import DataError, OutputExistsError
 
 __all__ = [
     "atomic_path",
@@ -19,8 +18,7 @@ __all__ = [
     "atomic_write_text",
     "check_target",
     "ensure_output_dir",
-    "replace_dir",
-    "stage_dir",
+    "sha256_file",
 ]
 
 
@@ -142,30 +140,3 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def stage_dir(out: str | os.PathLike[str], *, overwrite: bool) -> Path:
-    """Check that directory ``out`` may be (re)written; return a fresh temporary directory beside it.
-
-    Build the output there, then :func:`replace_dir` it into place: a reader never sees half of it.
-    """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; give a directory")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(f"{out} already exists and is not empty; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-
-
-def replace_dir(finished: str | os.PathLike[str], out: str | os.PathLike[str]) -> None:
-    """Rename a finished directory onto ``out``; an existing ``out`` is removed only afterwards."""
-    finished, out = Path(finished), Path(out)
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        finished.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        finished.rename(out)
