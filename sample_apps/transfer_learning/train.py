@@ -88,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
                             keras.layers.Dense(len(PRETRAIN), activation="softmax")])  # fmt: skip
     pre.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     hist = pre.fit(xa, ya, batch_size=64, epochs=epochs * 2, verbose=0)
-    steps["1_pretrain_backbone_on_classes_0_4"] = {"train_accuracy": round(float(hist.history["accuracy"][-1]), 4),
-                                                   "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+    steps["1_pretrain_backbone_on_classes_0_4"] = {
+        "train_accuracy": round(float(hist.history["accuracy"][-1]), 4),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
     t0 = time.perf_counter()
     backbone.trainable = False
     model = keras.Sequential([keras.Input((SIZE, SIZE, 3)), backbone, keras.layers.GlobalAveragePooling2D(),
