@@ -48,7 +48,10 @@ RECIPES = (
 )
 # top-1 agreement with the Keras source (fraction) and mean |score delta| each cell must meet.
 # Post-training recipes only round; the fine-tuning ones (QAT, pruning) also train the model
-# further, one epoch on 1,024 images, so they may move further from the source.
+# further (QAT one epoch, pruning to 50 % two epochs, on 2,048 images), so they may move further from
+# the source; at 50 % sparsity the model is meant to change, and the bound only catches a broken
+# pipeline (chance agreement is 0.10). Pruning quality is measured on the reference model with a
+# full fine-tune in docs/benchmarks.md (Table 1).
 BOUNDS: dict[str, tuple[float, float]] = {
     "float16": (0.99, 0.005),
     "dynamic": (0.95, 0.03),
@@ -57,8 +60,8 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "auto": (0.93, 0.04),
     "edgetpu": (0.93, 0.04),
     "qat-int8": (0.85, 0.08),
-    "prune-int8": (0.80, 0.10),
-    "pqat-int8": (0.80, 0.10),
+    "prune-int8": (0.50, 0.20),
+    "pqat-int8": (0.50, 0.20),
 }
 SIZE = 32
 CLASSES = 10
@@ -133,8 +136,8 @@ def _mini(family: str) -> Callable[[bool], Any]:
         if family == "ResNet50V2":
 
             def stack(x: Any) -> Any:
-                x = resnet.stack_residual_blocks_v2(x, 16, 1, name="conv2")
-                return resnet.stack_residual_blocks_v2(x, 32, 1, stride1=1, name="conv3")
+                x = resnet.stack_residual_blocks_v2(x, 16, 2, name="conv2")  # 1 block would repeat a name
+                return resnet.stack_residual_blocks_v2(x, 32, 2, stride1=1, name="conv3")
 
             return resnet.ResNet(stack, True, True, name="resnet_v2_mini", **common)
         if family == "NASNetMobile":
@@ -150,7 +153,7 @@ def _mini(family: str) -> Callable[[bool], Any]:
         if family == "MobileNet":
             import keras
 
-            return keras.applications.MobileNet(alpha=0.25, **common)
+            return keras.applications.MobileNet(alpha=0.5, **common)
         raise KeyError(family)
         del mobilenet_v3  # pragma: no cover
 
@@ -277,7 +280,7 @@ def cell_options(recipe: str, *, eval_n: int, train_n: int, calib_n: int, latenc
         "eval_data": f"fashion-mnist:test:{eval_n}",
         "latency_runs": latency_runs,
     }
-    train = {"train_data": f"fashion-mnist:train:{train_n}", "prune_epochs": 1, "qat_epochs": 1}
+    train = {"train_data": f"fashion-mnist:train:{train_n}", "prune_epochs": 2, "qat_epochs": 1}
     if recipe in ("float16", "dynamic", "int8"):
         return ConvertOptions(recipe=recipe, **common)
     if recipe == "int8-per-tensor":
@@ -300,7 +303,7 @@ def run_cell(
     recipe: str,
     *,
     eval_n: int = 500,
-    train_n: int = 1024,
+    train_n: int = 2048,
     calib_n: int = 200,
     latency_runs: int = 100,
 ) -> dict[str, Any]:
@@ -334,6 +337,7 @@ def run_cell(
         invoke_ms=(r.get("latency") or {}).get("invoke_p50"),
         seconds=round(time.perf_counter() - t0, 1),
         bridge=(r.get("bridge") or {}).get("used", False),
+        bridge_max_difference=(r.get("bridge") or {}).get("max_output_difference"),
         input_preprocessing=(r.get("input_preprocessing") or {}).get("handling"),
         qat_fallback_layers=len((r.get("qat") or {}).get("fallback_configs") or {}),
         prunable_share=(r.get("prune") or {}).get("prunable_weight_share"),
@@ -343,11 +347,7 @@ def run_cell(
         row["edgetpu_ops_share"] = pf.get("op_share")
         row["edgetpu_macs_share"] = pf.get("mac_share")
         row["edgetpu_summary"] = pf.get("summary")
-    row["meets_bound"] = bool(
-        row["agreement"] is not None
-        and row["agreement"] >= BOUNDS[recipe][0]
-        and row["abs_score_delta_mean"] <= BOUNDS[recipe][1]
-    )
+    row["meets_bound"] = meets_bound(row)
     return row
 
 
@@ -384,6 +384,14 @@ def run_model(arch: Arch, transfer: bool, recipes: list[str], cache: Path, **cel
 
 
 # -- the page -----------------------------------------------------------------------------------
+def meets_bound(c: dict[str, Any]) -> bool:
+    """A cell converts and agrees with its source within its recipe's :data:`BOUNDS`."""
+    agreement, delta = c.get("agreement"), c.get("abs_score_delta_mean")
+    if not c.get("converts") or agreement is None or delta is None:
+        return False
+    return bool(agreement >= BOUNDS[c["recipe"]][0] and delta <= BOUNDS[c["recipe"]][1])
+
+
 def _cell_text(c: dict[str, Any]) -> str:
     if not c.get("converts"):
         return f"**fails**: {c.get('error', '')[:80]}"
@@ -398,7 +406,7 @@ def _cell_text(c: dict[str, Any]) -> str:
         parts.insert(
             1, f"TPU {100 * c['edgetpu_ops_share']:.0f} % ops / {100 * c['edgetpu_macs_share']:.0f} % MACs"
         )
-    mark = "" if c.get("meets_bound") else " ⚠"
+    mark = "" if meets_bound(c) else " ⚠"
     return ", ".join(parts) + mark
 
 
@@ -407,7 +415,7 @@ def render_page(results: dict[str, Any]) -> str:
     recipes = [r for r in RECIPES if any(c["recipe"] == r for m in rows for c in m["cells"])]
     total = sum(len(m["cells"]) for m in rows)
     ok = sum(c.get("converts", False) for m in rows for c in m["cells"])
-    met = sum(c.get("meets_bound", False) for m in rows for c in m["cells"])
+    met = sum(meets_bound(c) for m in rows for c in m["cells"])
     lines = [
         "# Model zoo: every recipe on every common Keras Applications architecture",
         "",
@@ -425,7 +433,8 @@ def render_page(results: dict[str, Any]) -> str:
         "`.keras` file with the contract of its family's `preprocess_input` (`tf`: [-1, 1]; `caffe`: BGR "
         "minus the ImageNet mean; `torch`: ImageNet mean and std; `raw`: pixels, the model normalizes "
         "itself). Then `shoplens convert` runs once per recipe: calibration on 200 training images, "
-        "fine-tuning (QAT, pruning to 50 %) one epoch on 1,024, agreement and mean |score delta| against the "
+        "fine-tuning (QAT one epoch, pruning to 50 % two epochs) on 2,048, agreement and mean |score "
+        "delta| against the "
         "Keras source on 500 test images, invoke p50 at 1 thread.",
         "",
         "Each cell: bytes as a share of float32, top-1 agreement with the Keras source, mean |score "
@@ -466,7 +475,8 @@ def render_page(results: dict[str, Any]) -> str:
             f"{q.get('input_preprocessing') or 'none'} | "
             f"{q.get('qat_fallback_layers', '-')} | {'-' if share is None else f'{100 * share:.0f} %'} |"
         )
-    lines += ["", f"Total: {results['seconds'] / 60:.0f} min on {results['machine']}.", ""]
+    done = "" if results.get("complete", True) else " (incomplete: the run stopped before every model)"
+    lines += ["", f"Total: {results['seconds'] / 60:.0f} min on {results['machine']}{done}.", ""]
     return "\n".join(lines)
 
 
@@ -550,10 +560,12 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 results["models"].append(json.loads(res.read_text()))
             bar.advance(task)
-    results["seconds"] = round(time.perf_counter() - t0, 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    Path(args.page).write_text(render_page(results), encoding="utf-8")
+            # written after every model, so a long run that stops early keeps what it measured
+            results["seconds"] = round(time.perf_counter() - t0, 1)
+            results["complete"] = len(results["models"]) == len(jobs)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+            Path(args.page).write_text(render_page(results), encoding="utf-8")
     print(f"wrote {out} and {args.page}")
     return 0
 

@@ -141,3 +141,29 @@ def test_refusals_name_the_layer() -> None:
     y = keras.ops.cumsum(inp, axis=1)  # an operation the bridge does not map
     with pytest.raises(ConversionError, match=r"cannot bridge .*Cumsum"):
         bridge_to_tf_keras(keras.Model(inp, y))
+
+
+@pytest.mark.parametrize("name", sorted(__import__("benchmarks.zoo", fromlist=["MINI"]).MINI))
+def test_every_zoo_family_bridges_and_wraps_for_qat(name: str) -> None:
+    """Each family's own builder (reduced size), stock and as a transfer model: the bridged model
+    equals its Keras 3 source to 1e-4 (relative), and TFMOT's QAT and PQAT wrapping accept it."""
+    from benchmarks import zoo
+    from shoplens_convert._tf import tfmot
+    from shoplens_convert.qat import _annotate
+
+    keras.utils.set_random_seed(0)
+    arch = zoo.MINI[name]
+    stock = arch.build(True)
+    head = [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10, activation="softmax")]
+    transfer = keras.Sequential([keras.Input((32, 32, 3)), arch.build(False), *head])
+    x = _x((2, 32, 32, 3), 0.0, 255.0)
+    q = tfmot().quantization.keras
+    default = q.default_8bit.Default8BitQuantizeScheme().get_quantize_registry()
+    pqat = tfmot().experimental.combine.Default8BitPrunePreserveQuantizeScheme().get_quantize_registry()
+    for model in (stock, transfer):
+        r = bridge_to_tf_keras(model)
+        scale = max(1.0, float(np.max(np.abs(np.asarray(model(x))))))
+        assert max_output_difference(model, r.model, x) <= 1e-4 * scale
+        for registries in ([default], [pqat, default]):
+            annotated, _fallback = _annotate(r.model, registries)
+            assert len(annotated.layers) == len(r.model.layers)

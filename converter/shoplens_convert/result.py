@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -152,8 +153,12 @@ def _json_default(o: Any) -> Any:
     raise TypeError(type(o).__name__)
 
 
-def check_output_dir(out_dir: str | Path, *, overwrite: bool, inputs: Sequence[str | Path] = ()) -> Path:
-    """Create ``out_dir``; refuse if it is a file, holds outputs (unless overwrite) or an input."""
+def check_output_dir(
+    out_dir: str | Path, *, overwrite: bool, inputs: Sequence[str | Path] = (), create: bool = True
+) -> Path:
+    """Refuse ``out_dir`` if it is a file, holds outputs (unless overwrite) or an input; create it
+    when ``create`` (the early check before a conversion creates nothing: a failure leaves no
+    empty folder behind)."""
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise UsageError(f"--out {out_dir} is a file; give a directory")
     protected = {Path(p).resolve() for p in inputs if Path(p).exists()}
@@ -162,7 +167,14 @@ def check_output_dir(out_dir: str | Path, *, overwrite: bool, inputs: Sequence[s
             raise UsageError(
                 f"--out {out_dir} would overwrite the input {Path(out_dir) / f}; choose another directory"
             )
-    out = ensure_output_dir(out_dir)
+    out = Path(out_dir)
+    if create:
+        ensure_output_dir(out)
+    elif not out.exists():
+        parent = next((p for p in out.parents if p.exists()), Path("."))
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise DataError(f"cannot create output directory {out}: {parent} is not writable")
+        return out
     if not overwrite:
         existing = [f for f in OUTPUT_FILES if (out / f).exists()]
         if existing:

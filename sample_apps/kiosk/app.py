@@ -45,9 +45,15 @@ class Kiosk:
     """Owns the capture thread, the classifier (LIVE_STREAM) and the state the page reads."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from shoplens.classifier import Classifier
-        from shoplens.options import BaseOptions, ImageClassifierOptions, RunningMode, SmoothingOptions
-        from shoplens.quality import QualityOptions, QualityPolicy
+        from shoplens import (
+            BaseOptions,
+            Classifier,
+            ImageClassifierOptions,
+            QualityOptions,
+            QualityPolicy,
+            RunningMode,
+            SmoothingOptions,
+        )
 
         self.args = args
         from shoplens.sources import VideoSource
@@ -172,8 +178,7 @@ class SimilarProducts:
     """The 4 most similar catalog products for the current item, refreshed when the label changes."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from shoplens.catalog import CatalogIndex
-        from shoplens.embedder import Embedder
+        from shoplens import CatalogIndex, Embedder
 
         emb = Path(args.embedding) if args.embedding else Path(args.model).with_name("embedding.tflite")
         self.index = CatalogIndex.load(args.index, model=emb)
@@ -293,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.source.isdigit() and not Path(args.source).is_file():
         sys.stderr.write(f"error: video {args.source} does not exist; run 'make demo' or pass --source\n")
         return 2
-    from shoplens.errors import ShopLensError
+    from shoplens import ShopLensError
 
     try:
         kiosk = Kiosk(args)

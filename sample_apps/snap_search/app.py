@@ -54,12 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
-    from shoplens.catalog import CatalogIndex
-    from shoplens.classifier import Classifier
+    from shoplens import CatalogIndex, Classifier, Embedder, QualityOptions, QualityPolicy, ShopLensError
     from shoplens.data.datasets import read_image
-    from shoplens.embedder import Embedder
-    from shoplens.errors import ShopLensError
-    from shoplens.quality import QualityOptions, QualityPolicy
 
     try:
         for name in ("model.tflite", "embedding.tflite"):

@@ -8,8 +8,12 @@ TensorFlow by surprise. Delegates: ``cpu`` (XNNPACK with ``num_threads``) and ``
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import importlib
 import platform
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -90,6 +94,25 @@ def _import_backend(backend: Backend) -> tuple[Backend, Any]:
     )
 
 
+@contextlib.contextmanager
+def _quiet_failed_delegate() -> Iterator[None]:
+    """A delegate that failed to load leaves a half-built ``Delegate`` whose ``__del__`` raises
+    (``AttributeError: _library``) and prints a traceback after our one-line error; collect it
+    here, with that one kind of unraisable exception ignored."""
+    previous = sys.unraisablehook
+
+    def hook(u: Any) -> None:
+        if not (u.exc_type is AttributeError and "Delegate" in getattr(u.object, "__qualname__", "")):
+            previous(u)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        gc.collect()
+        sys.unraisablehook = previous
+
+
 def detect_backend(backend: Backend | str = Backend.AUTO) -> Backend:
     """The interpreter package ``backend`` resolves to here (auto: the first importable one)."""
     return _import_backend(Backend(backend))[0]
@@ -149,13 +172,14 @@ def make_interpreter(
             if load_delegate is None:
                 raise ValueError(f"{b.value} cannot load delegates")
             options = {"device": device} if device else {}
-            kwargs["experimental_delegates"] = [load_delegate(lib, options)]
+            with _quiet_failed_delegate():
+                kwargs["experimental_delegates"] = [load_delegate(lib, options)]
         except (ValueError, OSError, RuntimeError) as exc:
             if not fallback_to_cpu:
                 raise DelegateUnavailableError(
                     f"Edge TPU delegate {lib} could not be loaded "
                     f"({str(exc).strip() or type(exc).__name__}); "
-                    f"{EDGETPU_INSTALL_HINT}; or pass fallback_to_cpu=True"
+                    f"{EDGETPU_INSTALL_HINT}; or pass fallback_to_cpu=True (CLI: --fallback-to-cpu)"
                 ) from None
             fell_back = True
             delegate = Delegate.CPU

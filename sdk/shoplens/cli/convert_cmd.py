@@ -119,7 +119,7 @@ def convert_command(
     )  # fmt: skip
     options.resolved_recipe()  # unknown recipe: fail before any work
     inputs = [model, labels, contract, model.parent / "labels.txt", model.parent / "contract.json"]
-    check_output_dir(out, overwrite=overwrite, inputs=[p for p in inputs if p is not None])  # fail early
+    check_output_dir(out, overwrite=overwrite, inputs=[p for p in inputs if p is not None], create=False)
     result = convert(model, options)
     saved = result.save(out, overwrite=overwrite, bundle=bundle)
     report = saved.report

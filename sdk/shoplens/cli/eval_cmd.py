@@ -40,6 +40,10 @@ def eval_command(
 
     Example: shoplens eval out/int8/model.tflite --data fashion-mnist:test
     """
+    from shoplens.internal.outputs import check_output_file
+
+    if save is not None:  # before the work: never the model itself, never an existing file by surprise
+        check_output_file(save, inputs=[model, contract, labels], overwrite=overwrite)
     if model.suffix.lower() == ".tflite":
         from shoplens.errors import UsageError
         from shoplens.metrics import evaluate_tflite

@@ -91,10 +91,17 @@ def main(argv: list[str] | None = None) -> int:
         _err("aborted")
         return 130
     except KeyboardInterrupt:
-        _err("interrupted")
+        _err("interrupted; nothing was written (ShopLens writes its outputs atomically)")
         return 130
     except Exit as exc:
+        if exc.exit_code == 130 and isinstance(exc.__cause__, KeyboardInterrupt):  # typer's Ctrl-C
+            _err("interrupted; nothing was written (ShopLens writes its outputs atomically)")
         return int(exc.exit_code or 0)
+    except SystemExit as exc:
+        if _broken_pipe(exc.__context__):  # typer's own EPIPE handling exits 1; a closed pipe is fine
+            _silence_stdout()
+            return 0
+        raise
     except TyperException as exc:
         # usage errors: bad option, missing argument, failed typer validation
         _err(f"error: {_one_line(exc.format_message())}")
@@ -103,8 +110,28 @@ def main(argv: list[str] | None = None) -> int:
             _err(f"try '{ctx.command_path} --help'")
         return int(exc.exit_code)
     except BrokenPipeError:
+        _silence_stdout()
         return 0
+    if rv == 130:  # typer turns Ctrl-C into the return value 130 (no command of ours returns it)
+        _err("interrupted; nothing was written (ShopLens writes its outputs atomically)")
     return int(rv) if isinstance(rv, int) else 0
+
+
+def _broken_pipe(exc: BaseException | None) -> bool:
+    import errno
+
+    return isinstance(exc, OSError) and exc.errno == errno.EPIPE
+
+
+def _silence_stdout() -> None:
+    """The reader went away (``| head``): point stdout at /dev/null so the final flush is quiet."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def entry() -> None:  # pragma: no cover - thin wrapper for console_scripts and python -m

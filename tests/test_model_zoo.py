@@ -1,0 +1,66 @@
+"""The model zoo in CI: a slice of the matrix that covers every recipe and every layer kind.
+
+Each family is built by its own Keras Applications builder at reduced depth and width
+(``benchmarks.zoo.MINI``: the same layer kinds and graph patterns as the stock model, a fraction of
+the cost), trained briefly on real Fashion-MNIST images, saved as a Keras 3 ``.keras`` file and
+converted by the real pipeline. Every cell must convert and agree with its Keras source within its
+recipe's bound (``benchmarks.zoo.BOUNDS``). ``make zoo`` runs every cell on the stock models.
+
+The slice: MobileNet (Edge TPU: the Reshape head must map; per-tensor int8), EfficientNetB0
+(float16, dynamic; as a transfer model, nested Sequential with Rescaling + Normalization in the
+graph, QAT), MobileNetV3Small (hard-swish and operation nodes, prune + PQAT), ConvNeXtTiny (nested
+stem and downsampling models, LayerNormalization, LayerScale, GELU, stochastic depth, a per-channel
+in-model normalization composed into the contract and folded, prune + int8), DenseNet121 (a
+BatchNormalization after Concatenate, AveragePooling2D: PQAT), ResNet50V2 (auto). NASNetMobile's
+SeparableConv2D and Cropping2D go through the bridge and TFMOT's wrapping in test_bridge_zoo.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks import zoo
+
+CELLS = [
+    ("MobileNet", False, "edgetpu"),
+    ("MobileNet", False, "int8-per-tensor"),
+    ("EfficientNetB0", False, "float16"),
+    ("EfficientNetB0", False, "dynamic"),
+    ("EfficientNetB0", True, "qat-int8"),
+    ("MobileNetV3Small", False, "pqat-int8"),
+    ("ConvNeXtTiny", False, "prune-int8"),
+    ("DenseNet121", False, "pqat-int8"),
+    ("ResNet50V2", False, "auto"),
+]
+
+
+def test_the_slice_covers_every_recipe() -> None:
+    assert {r for _, _, r in CELLS} == set(zoo.RECIPES)
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, bool], Path]:
+    root = tmp_path_factory.mktemp("zoo")
+    return {
+        (name, tl): zoo.make_source(
+            zoo.MINI[name], tl, root / f"{name}{'_tl' if tl else ''}", images=2048, epochs=2
+        )
+        for name, tl in sorted({(n, t) for n, t, _ in CELLS})
+    }
+
+
+@pytest.mark.parametrize(("arch", "transfer", "recipe"), CELLS)
+def test_cell_converts_and_agrees_with_its_source(sources, arch: str, transfer: bool, recipe: str) -> None:
+    row = zoo.run_cell(sources[(arch, transfer)], recipe, eval_n=300, latency_runs=20)
+    assert row["converts"], row.get("error")
+    lo_agree, hi_delta = zoo.BOUNDS[recipe]
+    assert row["agreement"] >= lo_agree, row
+    assert row["abs_score_delta_mean"] <= hi_delta, row
+    if recipe == "edgetpu":
+        assert row["edgetpu_ops_share"] == 1.0, row["edgetpu_summary"]  # the Reshape head maps too
+    if recipe in ("qat-int8", "prune-int8", "pqat-int8"):
+        assert row["bridge"] and row["bridge_max_difference"] < 1e-3, row  # before any training
+    if arch in ("EfficientNetB0", "MobileNetV3Small") and row["bridge"]:
+        assert row["input_preprocessing"].startswith("absorbed into the preprocessing contract")
