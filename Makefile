@@ -47,7 +47,16 @@ $(VENV_TFLRT)/.installed: pyproject.toml
 	$(VENV_TFLRT)/bin/python -m pip install --quiet --no-deps -e .
 	@touch $@
 
-setup: $(VENV)/.installed $(VENV_TFLRT)/.installed data browser
+# Apache Beam (catalog-scale drift and index builds) in its own venv: the runtime and Beam only, as on
+# a Beam worker (no TensorFlow there; into the converter's venv Beam would pull another protobuf).
+VENV_BEAM ?= .venv-beam
+$(VENV_BEAM)/.installed: pyproject.toml
+	@test -x $(VENV_BEAM)/bin/python || $(PYTHON) -m venv $(VENV_BEAM)
+	$(VENV_BEAM)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_BEAM)/bin/python -m pip install --quiet -e '.[beam]' "pytest>=8,<10"
+	@touch $@
+
+setup: $(VENV)/.installed $(VENV_TFLRT)/.installed $(VENV_BEAM)/.installed data browser
 
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist package; nothing is downloaded at run time.
 data:
@@ -108,7 +117,7 @@ train-reference: setup
 	$(PY) sample_apps/reference_model/train.py --epochs 10
 
 clean:
-	rm -rf $(VENV) $(VENV_TFLRT) out build *.egg-info .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(VENV_TFLRT) $(VENV_BEAM) out build *.egg-info .pytest_cache .ruff_cache .mypy_cache
 
 # Untrusted models and frames: 5,000 mutated models through an isolated worker, 20,000 fuzzed frames.
 fuzz: setup

@@ -243,8 +243,7 @@ def _build(
                     if r.embedding is None:  # pragma: no cover - quality gate off by default
                         state["skipped"] += 1
                         continue
-                    v = r.embedding
-                    vecs[kept] = np.clip(np.rint(v * 127), -127, 127) if dtype == "int8" else v
+                    vecs[kept] = store_vectors(r.embedding[None], dtype)[0]
                     lines.append(json.dumps(prod.to_dict(), separators=(",", ":")) + "\n")
                     kept += 1
                 vecs.flush()
@@ -271,30 +270,39 @@ def _build(
         if kept == 0:
             shutil.rmtree(work, ignore_errors=True)
             raise DataError(f"none of the {src.count} catalog images in {src.path} could be read")
-        final = np.lib.format.open_memmap(
-            work / "vectors.npy", mode="w+", dtype=vecs.dtype, shape=(kept, dim)
-        )
-        for s in range(0, kept, 65536):
-            final[s : s + 65536] = vecs[s : min(kept, s + 65536)]
-        final.flush()
-        del final
-        (work / "vectors.partial.npy").unlink()
-        manifest = {
-            "format": INDEX_FORMAT,
-            "model_sha256": model_sha,
-            "model_path": str(Path(embedder_model).resolve()),
-            "dim": dim,
-            "dtype": dtype,
-            "count": kept,
-            "skipped": state["skipped"],
-            "catalog": str(src.path),
-            "categories": sorted({json.loads(x)["category"] for x in _lines(work / "products.jsonl")}),
-            "build_seconds": round(time.perf_counter() - t0, 2),
-            "resumed": resumed,
-        }
-        _write_json(work / "manifest.json", manifest)
+        vecs.flush()
+        manifest = finish_index(work, kept, dim, dtype, {
+            "model_sha256": model_sha, "model_path": str(Path(embedder_model).resolve()),
+            "skipped": state["skipped"], "catalog": str(src.path),
+            "build_seconds": round(time.perf_counter() - t0, 2), "resumed": resumed,
+        })  # fmt: skip
         ckpt_path.unlink()
     publish_output_dir(work, out, command="index build")
+    return manifest
+
+
+def store_vectors(v: np.ndarray, dtype: str) -> np.ndarray:
+    """Unit vectors (N, D) as the index stores them: int8 (x127, rounded) or float16."""
+    if dtype == "int8":
+        return np.clip(np.rint(np.asarray(v, np.float32) * 127), -127, 127).astype(np.int8)
+    return np.asarray(v, np.float16)
+
+
+def finish_index(work: Path, kept: int, dim: int, dtype: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """Turn a work folder (``vectors.partial.npy`` with ``kept`` filled rows, ``products.jsonl``)
+    into a finished index: the final vectors, the manifest. Every builder ends here."""
+    partial = np.load(work / "vectors.partial.npy", mmap_mode="r")
+    final = np.lib.format.open_memmap(work / "vectors.npy", mode="w+", dtype=partial.dtype, shape=(kept, dim))
+    for s in range(0, kept, 65536):
+        final[s : s + 65536] = partial[s : min(kept, s + 65536)]
+    final.flush()
+    del final, partial
+    (work / "vectors.partial.npy").unlink()
+    manifest = {
+        "format": INDEX_FORMAT, "dim": dim, "dtype": dtype, "count": kept, **fields,
+        "categories": sorted({json.loads(x)["category"] for x in _lines(work / "products.jsonl")}),
+    }  # fmt: skip
+    _write_json(work / "manifest.json", manifest)
     return manifest
 
 

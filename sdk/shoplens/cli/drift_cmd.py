@@ -5,6 +5,7 @@ Exit codes: 0 the gate passed, 1 the gate failed, 2 usage or input error.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -112,6 +113,23 @@ def drift_command(
     save: Annotated[
         Path | None, typer.Option("--save", help="Also write the JSON report to this file.")
     ] = None,
+    runner: Annotated[
+        str | None,
+        typer.Option("--runner", help="Run on Apache Beam: direct, dask, flink, spark, dataflow."),
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Beam worker processes.")] = 2,
+    slices: Annotated[
+        list[str] | None, typer.Option("--slice", help="Beam: also report per value of this catalog column.")
+    ] = None,
+    max_slice_drop: Annotated[
+        float | None, typer.Option("--max-slice-drop", min=0, help="Beam: largest top-1 drop of any slice.")
+    ] = None,
+    max_bad: Annotated[
+        float, typer.Option("--max-bad", min=0, max=100, help="Beam: largest share of unusable images, in %.")
+    ] = 1.0,
+    beam_options: Annotated[
+        list[str] | None, typer.Option("--beam-option", help="Beam: a pipeline flag, e.g. --project=p.")
+    ] = None,
     allow_collapse: Annotated[
         bool, typer.Option("--allow-collapse", help="Do not fail the gate on a near-constant candidate.")
     ] = False,
@@ -124,6 +142,14 @@ def drift_command(
     from shoplens.data.spec import open_dataset
     from shoplens.drift import DeviceOutputs, open_model, plan_drift, run_drift
 
+    if runner is not None:
+        _catalog_drift(reference, candidate, data, runner=runner, workers=workers, slices=slices or [],
+                       max_slice_drop=max_slice_drop, max_bad=max_bad, beam_args=beam_options or [],
+                       limits={"max_drop": max_drop, "min_agreement": min_agreement,
+                               "max_class_drop": max_class_drop, "allow_collapse": allow_collapse},
+                       cause_sample=cause_sample, batch_size=batch_size, html=html, save=save,
+                       overwrite=overwrite, json_out=json_out, bundle=bundle)  # fmt: skip
+        return
     plan = plan_drift(reference, candidate, data, bundle=bundle, device_outputs=device_outputs,
                       outputs=[html, save], overwrite=overwrite)  # fmt: skip
     cand: Any = DeviceOutputs.load(plan.candidate) if plan.candidate_is_outputs else None
@@ -170,3 +196,53 @@ def _keras_reference(path: Path, **kwargs: Any) -> Any:
     except DependencyError as exc:
         raise DependencyError(f"a Keras reference needs TensorFlow: {exc.message}") from None
     return KerasDriftModel(path, **kwargs)
+
+
+def _catalog_drift(
+    reference: Path | None, candidate: Path | None, data: str | None, *, runner: str, workers: int,
+    slices: list[str], max_slice_drop: float | None, max_bad: float, beam_args: list[str],
+    limits: dict[str, Any], cause_sample: int, batch_size: int, html: Path | None, save: Path | None,
+    overwrite: bool, json_out: bool, bundle: Path | None,
+) -> None:  # fmt: skip
+    """``drift --runner``: the catalog on Apache Beam (shoplens.beam), same report and gate."""
+    from shoplens.drift import plan_drift
+    from shoplens.errors import UsageError
+
+    if bundle is not None:
+        raise UsageError("--runner reads a catalog; a bundle's frames are checked without it")
+    plan = plan_drift(reference, candidate, data, outputs=[html, save], overwrite=overwrite)
+    if plan.reference.suffix.lower() != ".tflite":
+        raise UsageError(
+            "--runner needs a .tflite reference (Beam workers run the runtime only, not TensorFlow); "
+            "convert the Keras model first, or drop --runner"
+        )
+    from shoplens.beam import run_catalog_drift  # lazy: Apache Beam only here
+
+    run = run_catalog_drift(plan.reference, plan.candidate, str(plan.data), runner=runner, workers=workers,
+                            slices=slices, batch_size=batch_size, cause_sample=cause_sample,
+                            beam_args=beam_args)  # fmt: skip
+    failures = run.check_gate(max_bad_pct=max_bad, max_slice_drop=max_slice_drop, **limits)
+    d = run.to_dict()
+    if save is not None:
+        from shoplens.internal.atomic import atomic_write_text
+
+        atomic_write_text(save, json.dumps(d, indent=2) + "\n", overwrite=overwrite)
+    if html is not None:
+        run.report.save_html(html, overwrite=overwrite)
+    if json_out:
+        print_json(d)
+    else:
+        _print_report(d)
+        c = d["catalog"]
+        out_console.print(
+            f"catalog on Beam ({c['runner']}, {c['workers']} workers): {c['images']} images, "
+            f"{c['bad']} unusable ({100 * c['bad_share']:.2f} %), {c['seconds']:.1f} s; "
+            f"counters {c['counters']}"
+        )
+        for s in c["slices"][:20]:
+            out_console.print(f"  slice {s['slice']}: {s['n']} images, drop {s['drop_pts']:+.2f} pts, "
+                              f"agreement {100 * s['agreement']:.2f} %")  # fmt: skip
+        for b in c["dead_letters"][:10]:
+            out_console.print(f"  unusable {b['id']}: {b['reason']}")
+    if failures:
+        raise DriftGateFailed(f"drift gate failed: {'; '.join(failures)}. Likely cause: {d['likely_cause']}")

@@ -25,13 +25,28 @@ def build_command(
     dtype: Annotated[str, typer.Option("--dtype", help="Stored vectors: int8 or float16.")] = "int8",
     chunk: Annotated[int, typer.Option("--chunk", min=1, help="Images per checkpointed chunk.")] = 512,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Rebuild an existing index.")] = False,
+    runner: Annotated[
+        str | None, typer.Option("--runner", help="Embed on Apache Beam: direct, dask, flink, spark.")
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Beam worker processes.")] = 2,
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
-    """Embed every catalog image into an index (resumes an interrupted build automatically)."""
-    from shoplens.catalog import build_index
+    """Embed every catalog image into an index (resumes an interrupted build automatically).
 
-    m = build_index(catalog, model, out, dtype=dtype, chunk=chunk, overwrite=overwrite,
-                    show_progress=show_progress(json_out))  # fmt: skip
+    With --runner the images are embedded on Apache Beam (shoplens[beam]); the index is the same.
+
+    Example: shoplens index build out/catalog/products.csv -m out/model/embedding.tflite -o out/index
+    """
+    if runner is not None:
+        from shoplens.beam import build_index_on_beam  # lazy: Apache Beam only here
+
+        m = build_index_on_beam(catalog, model, out, dtype=dtype, runner=runner, workers=workers,
+                                overwrite=overwrite)  # fmt: skip
+    else:
+        from shoplens.catalog import build_index
+
+        m = build_index(catalog, model, out, dtype=dtype, chunk=chunk, overwrite=overwrite,
+                        show_progress=show_progress(json_out))  # fmt: skip
     if json_out:
         print_json(m)
     else:

@@ -133,10 +133,22 @@ def read_image(path: Path) -> np.ndarray | None:
         data = np.fromfile(path, np.uint8)
     except OSError:
         return None
-    if data.size == 0:
+    return decode_image(data)
+
+
+def decode_image(data: bytes | np.ndarray) -> np.ndarray | None:
+    """Encoded image bytes (PNG, JPEG, BMP, WebP) as uint8 gray or BGR; None when they do not decode.
+
+    The one decoder: files read here and images a Beam worker fetched decode identically.
+    """
+    if isinstance(data, (bytes, bytearray)):
+        buf = np.frombuffer(data, np.uint8)
+    else:
+        buf = np.asarray(data, np.uint8)
+    if buf.size == 0:
         return None
     with opencv_quiet():
-        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if img is None:
         return None
     if img.dtype != np.uint8:  # 16-bit PNGs and the like

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -184,6 +185,36 @@ class PairedMetrics:
         room = self.max_ids - len(self.disagreeing_ids)
         self.disagreeing_ids.extend(other.disagreeing_ids[: max(room, 0)])
         return self
+
+    def to_state(self) -> dict[str, Any]:
+        """A JSON-safe copy of the accumulator (a pipeline hands it back to the driver as text)."""
+        arrays = ("ref_confusion", "cand_confusion", "ref_pred_counts", "cand_pred_counts", "score_sums",
+                  "top5", "paired")  # fmt: skip
+        state: dict[str, Any] = {name: getattr(self, name).tolist() for name in arrays}
+        state.update(
+            k=self.k, n=self.n, agree=self.agree, kl_sum=self.kl_sum, abs_delta_sum=self.abs_delta_sum,
+            abs_delta_max=self.abs_delta_max, disagreeing_ids=list(self.disagreeing_ids),
+            disagreeing_total=self.disagreeing_total, max_ids=self.max_ids,
+        )  # fmt: skip
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> PairedMetrics:
+        """The accumulator :meth:`to_state` wrote."""
+        try:
+            acc = cls(int(state["k"]), max_ids=int(state.get("max_ids", MAX_LISTED_IDS)))
+            for name in ("ref_confusion", "cand_confusion", "ref_pred_counts", "cand_pred_counts", "top5",
+                         "paired"):  # fmt: skip
+                setattr(acc, name, np.asarray(state[name], np.int64).reshape(getattr(acc, name).shape))
+            acc.score_sums = np.asarray(state["score_sums"], np.float64).reshape(acc.score_sums.shape)
+            acc.n, acc.agree = int(state["n"]), int(state["agree"])
+            acc.kl_sum, acc.abs_delta_sum = float(state["kl_sum"]), float(state["abs_delta_sum"])
+            acc.abs_delta_max = float(state["abs_delta_max"])
+            acc.disagreeing_ids = [str(i) for i in state["disagreeing_ids"]]
+            acc.disagreeing_total = int(state["disagreeing_total"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"paired metrics state is malformed: {exc}") from None
+        return acc
 
     @classmethod
     def merged(cls, parts: Iterable[PairedMetrics], k: int) -> PairedMetrics:
