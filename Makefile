@@ -132,6 +132,7 @@ soak: setup
 # benchmarks/results/zoo-DATE.json. CI runs a slice of reduced-size builds (tests/test_model_zoo.py).
 zoo: setup
 	$(PY) -m benchmarks.zoo $(ZOO_ARGS)
+	$(PY) sample_apps/transfer_learning/train.py --out out/transfer --page docs/transfer_learning.md
 
 # Speed and memory targets are checked here, never as timed tests. Writes docs/benchmarks.md.
 bench: setup

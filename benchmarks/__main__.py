@@ -17,7 +17,8 @@ Sections (each figure is a ratio measured in the same run; this machine is share
   / with the quality gate), with frames/s, p50/p95, first inference, agreement and peak RSS;
 * the quality gate: precision and recall on the generator's deliberately bad frames;
 * accuracy of the int8 model through the SDK on good kiosk frames of the test split;
-* RSS growth of a LIVE_STREAM classifier over many frames.
+* RSS growth of a LIVE_STREAM classifier over many frames;
+* catalog drift in one process against Apache Beam's DirectRunner with 1 and 2 workers (60,000 images).
 
 Writes ``benchmarks/results/<date>-<host>.json`` and regenerates ``docs/benchmarks.md``.
 """
@@ -65,6 +66,24 @@ def machine() -> dict:
         except Exception:
             versions[name] = "not installed"
     return {"cpu": cpu, "cores": os.cpu_count(), "host": socket.gethostname(), "versions": versions}
+
+
+def build_float_model(out: Path) -> Path:
+    """The reference model as float32 TFLite with its metadata (the reference of catalog drift)."""
+    from shoplens.contract import PreprocessContract
+    from shoplens_convert.load import find_labels, load_keras_model
+    from shoplens_convert.metadata import embed_shoplens_metadata, shoplens_metadata_dict
+    from shoplens_convert.quantize import quantize
+
+    path = out / f"reference_f32-{reference_key('float32')}.tflite"
+    if path.exists():
+        return path
+    loaded = load_keras_model(REF / "product_cnn.keras")
+    contract = PreprocessContract.load(REF / "contract.json")
+    labels = find_labels(loaded.path, None, loaded.num_classes)
+    meta = shoplens_metadata_dict(contract, labels)
+    path.write_bytes(embed_shoplens_metadata(quantize(loaded.model, "float32"), meta))
+    return path
 
 
 def build_int8_model(out: Path, calib_n: int) -> Path:
@@ -341,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
             f"p50 {lat['p50_ms']:.2f} ms, p95 {lat['p95_ms']:.2f} ms",
             lat["p95_ms"] <= 5.0,
         )
+    print("catalog drift: one process against Beam's DirectRunner", flush=True)
+    from benchmarks import beam_scale
+
+    r["beam"] = beam_scale.run(args.out, 2000 if quick else 60000, build_float_model(args.out), model)
     r["targets"] = targets
     r["seconds"] = round(time.time() - t0, 1)
     res_dir = ROOT / "benchmarks" / "results"

@@ -226,7 +226,35 @@ def render_markdown(r: dict) -> str:
                 "bounds the rest (exact; see `CatalogIndex`): a plain matrix-vector product over the same "
                 "100k x 256 float32 took 11.1 ms here, bound by memory bandwidth."
             )
+    if "beam" in r:
+        lines += beam_markdown(r["beam"])
     return "\n".join(lines) + "\n"
+
+
+def beam_markdown(b: dict) -> list[str]:
+    """The catalog-scale section: one process against Beam's DirectRunner (docs/scale.md)."""
+    lines = ["", "## Catalog drift on Apache Beam", ""]
+    if "error" in b:
+        return [*lines, f"Not measured: {b['error']}"]
+    lines += [
+        f"`shoplens drift` of the reference model's int8 conversion against its float32 TFLite model on "
+        f"the same {b['images']:,} Fashion-MNIST training images written as PNG files, in the Beam venv; "
+        "wall time of the whole command (start-up included) and peak resident memory of the process tree "
+        "(driver and workers), measured side by side.",
+        "",
+        "| run | images/s | vs one process | peak RSS MB | seconds |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for key, name in (("in_process", "one process"), ("direct_1_worker", "DirectRunner, 1 worker"),
+                      ("direct_2_workers", "DirectRunner, 2 workers")):  # fmt: skip
+        d = b.get(key, {})
+        if "error" in d:
+            lines.append(f"| {name} | error: {d['error']} | | | |")
+            continue
+        ratio = d.get("ratio_to_in_process")
+        lines.append(f"| {name} | {d['images_per_s']:,.0f} | {'' if ratio is None else f'{ratio:.2f}x'} | "
+                     f"{d['peak_rss_mb']:,.0f} | {d['seconds']} |")  # fmt: skip
+    return lines
 
 
 MISSED_WHY = {
