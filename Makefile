@@ -32,7 +32,7 @@ $(VENV)/.installed: pyproject.toml
 	@# converter's dependencies in one resolution. TFMOT 0.8.1 declares absl-py~=1.2 while MediaPipe
 	@# needs absl-py~=2.3; TFMOT runs with 2.x (every QAT/pruning test does), so it is installed last,
 	@# without re-resolving its dependencies: the set-up prints no resolver conflict.
-	$(PIP) install --quiet -e '.[dev,bench]' $(CONVERT_DEPS)
+	$(PIP) install --quiet -e '.[dev,bench,search]' $(CONVERT_DEPS)
 	$(PIP) install --quiet --no-deps $(TFMOT)
 	@touch $@
 
@@ -53,7 +53,7 @@ VENV_BEAM ?= .venv-beam
 $(VENV_BEAM)/.installed: pyproject.toml
 	@test -x $(VENV_BEAM)/bin/python || $(PYTHON) -m venv $(VENV_BEAM)
 	$(VENV_BEAM)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV_BEAM)/bin/python -m pip install --quiet -e '.[beam]' "pytest>=8,<10"
+	$(VENV_BEAM)/bin/python -m pip install --quiet -e '.[beam,search]' "pytest>=8,<10"
 	@touch $@
 
 setup: $(VENV)/.installed $(VENV_TFLRT)/.installed $(VENV_BEAM)/.installed data browser

@@ -1,20 +1,19 @@
-"""Visual search: retrieval quality on Fashion-MNIST and exact top-k latency at 100k items.
+"""Visual search: retrieval quality on Fashion-MNIST (the catalog-scale figures: benchmarks.search_scale).
 
     .venv/bin/python -m benchmarks.search [--quick]     # about 3 minutes here (quick: 40 s)
 
 * the embedding model: the reference model's pooling layer, L2-normalized, int8 (as
   ``shoplens convert --embedding auto`` writes it), with its float-vs-int8 cosine;
 * the index: the Fashion-MNIST training split as a catalog (60,000 products; quick: 5,000);
-* same-category precision@10 for test-split queries, clean images and kiosk frames;
-* search latency: the index tiled to 100,000 items, k=10, one BLAS thread (a subprocess with
-  ``OPENBLAS_NUM_THREADS=1``), p50/p95 over 1,000 queries, and embed + search end to end.
+* same-category precision@10 for test-split queries, clean images and kiosk frames, through the
+  index ``kind="auto"`` builds (hnsw at 60,000) and through an exact index of the same vectors;
+* embed + search end to end.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -63,48 +62,8 @@ def precision_at_10(
     return float(np.mean(hits))
 
 
-LATENCY_SCRIPT = r"""
-import json, sys, time
-import numpy as np
-from shoplens.catalog import CatalogIndex
-idx = CatalogIndex.load(sys.argv[1])
-n_target = int(sys.argv[2])
-rng = np.random.default_rng(0)
-base = idx.vectors
-reps = -(-n_target // len(base))
-big = np.concatenate([base] * reps)[:n_target]
-big = big + rng.normal(0, 0.02, big.shape).astype(np.float32)
-big /= np.linalg.norm(big, axis=1, keepdims=True)
-idx.vectors = big.astype(np.float32)
-idx.products = (idx.products * reps)[:n_target]
-idx._set_categories()
-qs = base[rng.choice(len(base), 1000)]
-for q in qs[:20]:
-    idx.search(q, 10)
-t = []
-for q in qs:
-    t0 = time.perf_counter(); idx.search(q, 10); t.append((time.perf_counter() - t0) * 1e3)
-tc = []
-cat = idx.products[0].category
-for q in qs[:300]:
-    t0 = time.perf_counter(); idx.search(q, 10, category=cat); tc.append((time.perf_counter() - t0) * 1e3)
-print(json.dumps({"items": len(idx.vectors), "dim": idx.dim, "p50_ms": float(np.percentile(t, 50)),
-                  "p95_ms": float(np.percentile(t, 95)),
-                  "filtered_p50_ms": float(np.percentile(tc, 50))}))
-"""
-
-
-def search_latency(index_dir: Path, n_items: int) -> dict:
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    p = subprocess.run([sys.executable, "-c", LATENCY_SCRIPT, str(index_dir), str(n_items)],
-                       capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
-    if p.returncode != 0:
-        return {"error": p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"}
-    return json.loads(p.stdout.strip().splitlines()[-1])
-
-
 def run(out: Path, quick: bool = False) -> dict:
-    from shoplens.catalog import CatalogIndex, build_index
+    from shoplens.catalog import CatalogIndex, build_index, index_from_vectors
     from shoplens.data.catalog_gen import generate_catalog
     from shoplens.data.fashion_mnist import FASHION_MNIST_LABELS, load_fashion_mnist
     from shoplens.data.kiosk import render_scene
@@ -116,33 +75,45 @@ def run(out: Path, quick: bool = False) -> dict:
     cat_dir = out / f"catalog_{n_cat}"
     if not (cat_dir / "products.csv").is_file():
         generate_catalog(cat_dir, count=n_cat, split="train", overwrite=True)
-    idx_dir = out / f"index_{n_cat}-{model.stem}"  # built with this very embedding model
+    idx_dir = out / f"index_{n_cat}-{model.stem}-v2"  # built with this very embedding model
     t0 = time.perf_counter()
     if not (idx_dir / "manifest.json").is_file():
         build_index(cat_dir / "products.csv", model, idx_dir, overwrite=True)
-    build_s = json.loads((idx_dir / "manifest.json").read_text())["build_seconds"]
+    manifest = json.loads((idx_dir / "manifest.json").read_text())
+    build_s = manifest["build_seconds"]
     index = CatalogIndex.load(idx_dir, model=model)
+    exact_dir = out / f"index_{n_cat}-{model.stem}-v2-exact"  # the same vectors, scanned
+    if not (exact_dir / "manifest.json").is_file():
+        rows, prods = zip(*index.products(), strict=True)
+        index_from_vectors(index.vectors(list(rows)), list(prods), exact_dir, model=model, kind="exact",
+                           overwrite=True)  # fmt: skip
+    exact = CatalogIndex.load(exact_dir, model=model)
     n_q = 200 if quick else 1000
     x, y = load_fashion_mnist("test")
     rng = np.random.default_rng(5)
     with Embedder.create_from_model_path(model) as emb:
-        clean = precision_at_10(index, emb, [x[i] for i in range(n_q)], y[:n_q], FASHION_MNIST_LABELS)
         frames = [render_scene(x[i], rng) for i in range(n_q)]
-        kiosk = precision_at_10(index, emb, frames, y[:n_q], FASHION_MNIST_LABELS)
+        precision = {
+            kind: {
+                "clean": round(precision_at_10(idx, emb, list(x[:n_q]), y[:n_q], FASHION_MNIST_LABELS), 4),
+                "kiosk": round(precision_at_10(idx, emb, frames, y[:n_q], FASHION_MNIST_LABELS), 4),
+            }
+            for kind, idx in ((index.kind, index), ("exact", exact))
+        }
         t_e2e = []
         for f in frames[:200]:
             t1 = time.perf_counter()
             index.search(emb.embed(f).embedding, 10)
             t_e2e.append((time.perf_counter() - t1) * 1e3)
-    lat = search_latency(idx_dir, 100_000)
     return {
         "embedding": drift,
         "index_items": len(index),
         "index_build_s": build_s,
         "queries": n_q,
-        "precision_at_10_clean": round(clean, 4),
-        "precision_at_10_kiosk": round(kiosk, 4),
-        "latency_100k": lat,
+        "index_kind": index.kind,
+        "precision_at_10": precision,
+        "precision_at_10_clean": precision[index.kind]["clean"],
+        "precision_at_10_kiosk": precision[index.kind]["kiosk"],
         "embed_and_search_p50_ms": round(float(np.percentile(t_e2e, 50)), 3),
         "embed_and_search_index_items": len(index),
         "seconds": round(time.perf_counter() - t0, 1),

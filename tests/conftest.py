@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -309,3 +310,20 @@ def browser():
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture(scope="session")
+def converted(tiny_rgb, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``shoplens convert --embedding auto`` on the small RGB model: model.tflite + embedding.tflite."""
+    out = tmp_path_factory.mktemp("emb") / "out"
+    p = run_cli("convert", str(tiny_rgb["keras"]), "--out", str(out),
+                "--calib-data", "fashion-mnist:train:100",
+                "--eval-data", "fashion-mnist:test:300", "--embedding", "auto", "--json")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    rep = json.loads(p.stdout)
+    e = rep["embedding"]
+    assert e["file"] == "embedding.tflite" and e["quantization"] == "int8"
+    assert e["drift"]["images"] == 300 and e["drift"]["cosine_mean"] >= 0.98, e["drift"]
+    assert 0.5 <= e["drift"]["neighbour_overlap_at_10"] <= 1.0
+    assert "## Embedding model" in (out / "report.md").read_text()
+    return out

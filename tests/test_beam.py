@@ -183,9 +183,10 @@ from shoplens import CatalogIndex
 a, b = CatalogIndex.load(sys.argv[1]), CatalogIndex.load(sys.argv[2])
 same = 0
 for q in range(100):
-    v = b.vectors[q]
+    v = b.vectors([q])[0]
     same += [h.product.id for h in a.search(v, 10)] == [h.product.id for h in b.search(v, 10)]
-print(json.dumps({"same": same, "ids": sorted(p.id for p in a.products) == sorted(p.id for p in b.products)}))
+ids = lambda idx: sorted(p.id for _, p in idx.products())
+print(json.dumps({"same": same, "ids": ids(a) == ids(b)}))
 """
     out = subprocess.run(
         [str(BEAM_PY), "-c", script, str(tmp_path / "ib"), str(tmp_path / "ih")],

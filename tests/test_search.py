@@ -15,23 +15,6 @@ from shoplens.errors import DataError, ModelError, OutputExistsError, UsageError
 
 
 @pytest.fixture(scope="module")
-def converted(tiny_rgb, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``shoplens convert --embedding auto`` on the small RGB model: model.tflite + embedding.tflite."""
-    out = tmp_path_factory.mktemp("emb") / "out"
-    p = run_cli("convert", str(tiny_rgb["keras"]), "--out", str(out),
-                "--calib-data", "fashion-mnist:train:100",
-                "--eval-data", "fashion-mnist:test:300", "--embedding", "auto", "--json")  # fmt: skip
-    assert p.returncode == 0, p.stderr
-    rep = json.loads(p.stdout)
-    e = rep["embedding"]
-    assert e["file"] == "embedding.tflite" and e["quantization"] == "int8"
-    assert e["drift"]["images"] == 300 and e["drift"]["cosine_mean"] >= 0.98, e["drift"]
-    assert 0.5 <= e["drift"]["neighbour_overlap_at_10"] <= 1.0
-    assert "## Embedding model" in (out / "report.md").read_text()
-    return out
-
-
-@pytest.fixture(scope="module")
 def catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from shoplens.data.catalog_gen import generate_catalog
 
@@ -65,7 +48,7 @@ def test_embedder(converted: Path, fmnist_test) -> None:
 def test_build_search_and_filters(converted: Path, catalog: Path, tmp_path: Path, fmnist_test) -> None:
     model = converted / "embedding.tflite"
     m = build_index(catalog / "products.csv", model, tmp_path / "idx", chunk=64)
-    assert m["count"] == 400 and m["skipped"] == 0 and m["dtype"] == "int8"
+    assert m["count"] == 400 and m["skipped"] == 0 and m["kind"] == "exact" and 1 <= m["codes"]["bits"] <= 8
     idx = CatalogIndex.load(tmp_path / "idx", model=model)
     from shoplens.embedder import Embedder
 
@@ -77,7 +60,7 @@ def test_build_search_and_filters(converted: Path, catalog: Path, tmp_path: Path
     assert sum(h.product.category == "Trouser" for h in hits) >= 7
     only_bags = idx.search(q, 5, category="Bag")
     assert len(only_bags) == 5 and {h.product.category for h in only_bags} == {"Bag"}
-    brand = idx.products[0].attributes["brand"]
+    brand = idx.product(0).attributes["brand"]
     assert all(h.product.attributes["brand"] == brand for h in idx.search(q, 5, where={"brand": brand}))
     with pytest.raises(UsageError, match="unknown category 'No such category'; the index has: Ankle boot"):
         idx.search(q, 5, category="No such category")
@@ -88,10 +71,13 @@ def test_build_search_and_filters(converted: Path, catalog: Path, tmp_path: Path
         idx.search(q[:-1], 3)
     with pytest.raises(OutputExistsError):
         build_index(catalog / "products.csv", model, tmp_path / "idx")
-    # the same index with float16 vectors gives the same neighbours
-    build_index(catalog / "products.csv", model, tmp_path / "idx16", dtype="float16")
-    idx16 = CatalogIndex.load(tmp_path / "idx16")
-    assert [h.product.id for h in idx16.search(q, 5)][:3] == [h.product.id for h in hits][:3]
+    # price range and attribute filters together; a hit's row names its product
+    cheap = idx.search(q, 5, price=(None, 40.0), where={"brand": brand})
+    assert all(h.product.price is not None and h.product.price <= 40.0 for h in cheap)
+    assert all(idx.product(h.row) == h.product for h in hits)
+    with pytest.raises(UsageError, match="cannot filter on 'colour'; filter columns: category"):
+        idx.search(q, 5, where={"colour": "red"})
+    assert idx.search(q, 5, where={"brand": "no such brand"}) == []
 
 
 def test_interrupted_build_resumes(converted: Path, catalog: Path, tmp_path: Path) -> None:
@@ -102,9 +88,8 @@ def test_interrupted_build_resumes(converted: Path, catalog: Path, tmp_path: Pat
     m = build_index(catalog / "products.csv", model, tmp_path / "r", chunk=50)
     assert m["resumed"] and m["count"] == 400
     build_index(catalog / "products.csv", model, tmp_path / "full", chunk=50)
-    a = np.load(tmp_path / "r" / "vectors.npy")
-    b = np.load(tmp_path / "full" / "vectors.npy")
-    assert np.array_equal(a, b)
+    a = (tmp_path / "r" / "codes.bin").read_bytes()
+    assert a == (tmp_path / "full" / "codes.bin").read_bytes()
     assert (tmp_path / "r" / "products.jsonl").read_text() == (
         tmp_path / "full" / "products.jsonl"
     ).read_text()
@@ -131,9 +116,9 @@ def test_bad_catalogs_and_indexes(converted: Path, catalog: Path, tmp_path: Path
     # index/model mismatch, corrupt vectors, corrupt manifest
     with pytest.raises(DataError, match="built with another model"):
         CatalogIndex.load(tmp_path / "i2", model=converted / "model.tflite")
-    vec = tmp_path / "i2" / "vectors.npy"
+    vec = tmp_path / "i2" / "codes.bin"
     vec.write_bytes(vec.read_bytes()[:500])
-    with pytest.raises(DataError, match="corrupt"):
+    with pytest.raises(DataError, match="truncated"):
         CatalogIndex.load(tmp_path / "i2")
     (tmp_path / "i2" / "manifest.json").write_text("{oops")
     with pytest.raises(DataError, match="malformed"):
@@ -167,9 +152,9 @@ def test_cli_index_and_search(converted: Path, catalog: Path, tmp_path: Path, fm
                    "not a ShopLens index")  # fmt: skip
 
 
-def test_bounded_search_is_exact_on_a_large_index() -> None:
-    """From 20k items the search reads a 64-d head and bounds the tail; the top-k must not change."""
-    from shoplens.catalog import Product
+def test_bounded_search_is_exact_on_a_large_index(converted: Path, tmp_path: Path) -> None:
+    """From 20k items an exact index reads a 64-d head and bounds the tail; the top-k must not change."""
+    from shoplens.catalog import Product, index_from_vectors
 
     rng = np.random.default_rng(1)
     centers = rng.normal(size=(12, 128))
@@ -177,11 +162,14 @@ def test_bounded_search_is_exact_on_a_large_index() -> None:
     v = centers[labels] + rng.normal(0, 0.8, (25_000, 128))
     v = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
     prods = [Product(f"p{i}", f"{i}.png", f"c{labels[i]}") for i in range(len(v))]
-    idx = CatalogIndex(Path("."), {"count": len(v), "dim": 128}, v, prods)
-    assert len(idx) >= idx.BOUNDED_FROM
+    index_from_vectors(v, prods, tmp_path / "big", model=converted / "embedding.tflite", kind="exact")
+    idx = CatalogIndex.load(tmp_path / "big")
+    assert idx.kind == "exact" and len(idx) >= idx.BOUNDED_FROM
+    stored = idx.vectors(np.arange(len(v)))  # what the index holds: the codes, decoded
+    assert float(np.min(np.sum(stored * v, axis=1))) > 0.999
     for q in v[rng.choice(len(v), 40)] + rng.normal(0, 0.1, (40, 128)).astype(np.float32):
         q = q / np.linalg.norm(q)
-        s = v @ q
+        s = stored @ q
         want = np.argsort(-s)[:10]
         got = idx.search(q, 10)
         assert [h.product.id for h in got] == [f"p{i}" for i in want]

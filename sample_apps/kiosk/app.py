@@ -195,12 +195,12 @@ class SimilarProducts:
         if r.embedding is None:
             return None
         hits = self.index.search(r.embedding, 4, category=label)
-        return [{**h.to_dict(), "thumb": f"/thumb/{self.index.products.index(h.product)}"} for h in hits]
+        return [{**h.to_dict(), "thumb": f"/thumb/{h.row}"} for h in hits]
 
     def thumbnail(self, i: int) -> bytes | None:
-        if not 0 <= i < len(self.index.products):
+        if not 0 <= i < self.index.rows or self.index.is_removed(i):
             return None
-        img = cv2.imread(self.index.products[i].image, cv2.IMREAD_COLOR)
+        img = cv2.imread(self.index.product(i).image, cv2.IMREAD_COLOR)
         if img is None:
             return None
         img = cv2.resize(img, (96, 96), interpolation=cv2.INTER_NEAREST)

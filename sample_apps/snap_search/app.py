@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def ensure_index(models: Path, work: Path, size: int) -> Path:
     """The demo catalog and its index under ``work`` (built on first use, rebuilt if stale)."""
-    from shoplens.catalog import build_index
+    from shoplens.catalog import INDEX_FORMAT, build_index
     from shoplens.data.catalog_gen import generate_catalog
 
     catalog = work / "catalog"
@@ -33,7 +33,8 @@ def ensure_index(models: Path, work: Path, size: int) -> Path:
     if manifest.is_file():
         m = json.loads(manifest.read_text(encoding="utf-8"))
         if (
-            m.get("count", 0) + m.get("skipped", 0) == size
+            m.get("format") == INDEX_FORMAT
+            and m.get("count", 0) + m.get("skipped", 0) == size
             and Path(m["model_path"]) == (models / "embedding.tflite").resolve()
         ):
             return index

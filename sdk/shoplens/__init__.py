@@ -22,7 +22,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "shoplens.classifier": ("Classifier",),
     "shoplens.pool": ("ClassifierPool",),
     "shoplens.embedder": ("Embedder",),
-    "shoplens.catalog": ("CatalogIndex", "Product", "SearchHit", "build_index"),
+    "shoplens.catalog": (
+        "CatalogIndex", "Product", "SearchHit", "add_products", "build_index", "index_from_vectors",
+        "remove_products",
+    ),
     "shoplens.options": (
         "BaseOptions", "ClassifierOptions", "ImageClassifierOptions", "ImageEmbedderOptions", "RunningMode",
         "SmoothingOptions", "VisionTaskOptions",
@@ -87,9 +90,12 @@ __all__ = [
     "UsageError",
     "VisionTaskOptions",
     "__version__",
+    "add_products",
     "build_index",
+    "index_from_vectors",
     "preprocess",
     "preprocess_batch",
+    "remove_products",
     "verify_bundle",
     "write_bundle",
 ]
@@ -111,7 +117,15 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # static analysers and IDEs see the names eagerly
     from shoplens.bundle import verify_bundle
     from shoplens.bundle_writer import write_bundle
-    from shoplens.catalog import CatalogIndex, Product, SearchHit, build_index
+    from shoplens.catalog import (
+        CatalogIndex,
+        Product,
+        SearchHit,
+        add_products,
+        build_index,
+        index_from_vectors,
+        remove_products,
+    )
     from shoplens.classifier import Classifier
     from shoplens.contract import ColorOrder, CropMode, Interpolation, PreprocessContract
     from shoplens.embedder import Embedder

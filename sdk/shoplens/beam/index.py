@@ -4,7 +4,7 @@
         --> (product, vector) --> shards of JSON lines --> the driver: one index (``finish_index``)
 
 The workers embed through the same SDK path as the in-process build (``Embedder``, unit vectors,
-then the index's int8 or float16 storage), so both give the same vectors and the same search
+then the index's codes), so both give the same vectors and the same search
 results; ``shoplens search`` and ``CatalogIndex.load`` open the result unchanged.
 """
 
@@ -24,8 +24,8 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from shoplens.beam.handler import LiteRTModelHandler
 from shoplens.beam.items import WriteLines, decode, failure_reason, quiet_pipeline
 from shoplens.beam.runners import pipeline_options
-from shoplens.catalog import finish_index, read_catalog, store_vectors
-from shoplens.errors import DataError, ModelError, UsageError
+from shoplens.catalog import check_kind, finish_index, read_catalog, to_codes
+from shoplens.errors import DataError, ModelError
 from shoplens.internal.atomic import sha256_file
 from shoplens.internal.outputs import output_lock, publish_output_dir, remove_path, stage_output_dir
 
@@ -37,8 +37,8 @@ def _decode_product(item: dict[str, Any]) -> tuple[str, np.ndarray]:
     return json.dumps(item["product"], separators=(",", ":")), img
 
 
-def _shard_line(kv: tuple[str, Any], dtype: str) -> str:
-    vec = store_vectors(np.asarray(kv[1].inference, np.float32)[None], dtype)[0]
+def _shard_line(kv: tuple[str, Any]) -> str:
+    vec = to_codes(np.asarray(kv[1].inference, np.float32)[None])[0]
     return json.dumps({"p": kv[0], "v": base64.b64encode(vec.tobytes()).decode("ascii")})
 
 
@@ -52,7 +52,7 @@ def build_index_on_beam(
     embedder_model: str | Path,
     out: str | Path,
     *,
-    dtype: str = "int8",
+    kind: str = "auto",
     runner: str = "direct",
     workers: int = 2,
     overwrite: bool = False,
@@ -67,8 +67,7 @@ def build_index_on_beam(
     """
     from shoplens.embedder import Embedder
 
-    if dtype not in ("int8", "float16"):
-        raise UsageError(f"index dtype must be int8 or float16, got {dtype!r}")
+    check_kind(kind)
     t0 = time.perf_counter()
     src = read_catalog(catalog)
     model = Path(embedder_model)
@@ -87,7 +86,7 @@ def build_index_on_beam(
                     products = p | "Products" >> beam.Create(items, reshuffle=True)
                     good, bad = products | "Decode" >> beam.Map(_decode_product).with_exception_handling()
                     keyed = KeyedModelHandler(LiteRTModelHandler(model))
-                    lines = good | "Embed" >> RunInference(keyed) | "Line" >> beam.Map(_shard_line, dtype)
+                    lines = good | "Embed" >> RunInference(keyed) | "Line" >> beam.Map(_shard_line)
                     _ = lines | "Shards" >> WriteLines(f"{tmp}/shard")
                     _ = bad | "Reasons" >> beam.Map(_bad_line) | "Bad" >> WriteLines(f"{tmp}/bad")
                     with quiet_pipeline():
@@ -98,12 +97,12 @@ def build_index_on_beam(
                 kept = sum(1 for f in shards for x in f.read_text().splitlines() if x)
                 if kept == 0:
                     raise DataError(f"none of the {src.count} catalog images in {src.path} could be read")
-                _assemble(stage, shards, kept, dim, dtype)
-            manifest = finish_index(stage, kept, dim, dtype, {
+                _assemble(stage, shards, kept, dim)
+            manifest = finish_index(stage, kept, {
                 "model_sha256": sha256_file(model), "model_path": str(model.resolve()), "skipped": len(dead),
                 "skipped_images": dead[:1000], "catalog": str(src.path), "runner": f"beam:{runner}",
                 "workers": workers, "build_seconds": round(time.perf_counter() - t0, 2), "resumed": False,
-            })  # fmt: skip
+            }, kind=kind)  # fmt: skip
             publish_output_dir(stage, out, command="index build --runner")
         except BaseException:
             remove_path(stage)
@@ -111,9 +110,9 @@ def build_index_on_beam(
     return manifest
 
 
-def _assemble(stage: Path, shards: list[Path], kept: int, dim: int, dtype: str) -> None:
-    """Shards into the work folder's ``vectors.partial.npy`` and ``products.jsonl`` (streamed)."""
-    vecs = np.lib.format.open_memmap(stage / "vectors.partial.npy", mode="w+", dtype=np.dtype(dtype),
+def _assemble(stage: Path, shards: list[Path], kept: int, dim: int) -> None:
+    """Shards into the work folder's ``codes.partial.npy`` and ``products.jsonl`` (streamed)."""
+    vecs = np.lib.format.open_memmap(stage / "codes.partial.npy", mode="w+", dtype=np.int8,
                                      shape=(kept, dim))  # fmt: skip
     i = 0
     with (stage / "products.jsonl").open("w", encoding="utf-8") as fh:
@@ -123,7 +122,7 @@ def _assemble(stage: Path, shards: list[Path], kept: int, dim: int, dtype: str) 
                     if not line.strip():
                         continue
                     row = json.loads(line)
-                    vecs[i] = np.frombuffer(base64.b64decode(row["v"]), np.dtype(dtype))
+                    vecs[i] = np.frombuffer(base64.b64decode(row["v"]), np.int8)
                     fh.write(row["p"] + "\n")
                     i += 1
     vecs.flush()

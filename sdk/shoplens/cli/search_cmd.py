@@ -1,16 +1,22 @@
-"""``shoplens index build`` and ``shoplens search``: visual product search over a catalog index."""
+"""``shoplens index build|add|remove|info`` and ``shoplens search``: visual product search."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from shoplens.cli._common import out_console, print_json, show_progress
 
-index_app = typer.Typer(help="Build a product index for visual search.", no_args_is_help=True)
+index_app = typer.Typer(
+    help="Build, update and inspect a product index for visual search.", no_args_is_help=True
+)
 search_app = typer.Typer()
+
+_KIND_HELP = (
+    "exact, hnsw (a usearch graph: pip install 'shoplens[search]') or auto (hnsw from 50,000 products)."
+)
 
 
 @index_app.command("build")
@@ -22,7 +28,7 @@ def build_command(
         Path, typer.Option("--model", "-m", help="embedding.tflite from 'convert --embedding'.")
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Index directory to write.")],
-    dtype: Annotated[str, typer.Option("--dtype", help="Stored vectors: int8 or float16.")] = "int8",
+    kind: Annotated[str, typer.Option("--kind", help=_KIND_HELP)] = "auto",
     chunk: Annotated[int, typer.Option("--chunk", min=1, help="Images per checkpointed chunk.")] = 512,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Rebuild an existing index.")] = False,
     runner: Annotated[
@@ -37,24 +43,125 @@ def build_command(
 
     Example: shoplens index build out/catalog/products.csv -m out/model/embedding.tflite -o out/index
     """
+    from shoplens.catalog import check_kind
+
+    check_kind(kind)
     if runner is not None:
         from shoplens.beam import build_index_on_beam  # lazy: Apache Beam only here
 
-        m = build_index_on_beam(catalog, model, out, dtype=dtype, runner=runner, workers=workers,
+        m = build_index_on_beam(catalog, model, out, kind=kind, runner=runner, workers=workers,
                                 overwrite=overwrite)  # fmt: skip
     else:
         from shoplens.catalog import build_index
 
-        m = build_index(catalog, model, out, dtype=dtype, chunk=chunk, overwrite=overwrite,
+        m = build_index(catalog, model, out, kind=kind, chunk=chunk, overwrite=overwrite,
                         show_progress=show_progress(json_out))  # fmt: skip
     if json_out:
         print_json(m)
     else:
         out_console.print(
             f"indexed {m['count']} products ({m['skipped']} images skipped) into {out}: "
-            f"{m['dim']}-d {m['dtype']}, "
+            f"{m['kind']}, {m['dim']}-d codes of {m['codes']['bits']} bits, "
             f"{m['build_seconds']} s{' (resumed)' if m['resumed'] else ''}"
         )
+        if m.get("note"):
+            out_console.print(f"note: {m['note']}")
+
+
+@index_app.command("add")
+def add_command(
+    index: Annotated[Path, typer.Argument(help="Index directory to add to.")],
+    catalog: Annotated[Path, typer.Argument(help="Image folder or products CSV of the new products.")],
+    model: Annotated[
+        Path | None, typer.Option("--model", "-m", help="Embedding model (default: the one the index names).")
+    ] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Products already in the index are replaced (else refused).")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Add products to an index without rebuilding it.
+
+    Example: shoplens index add out/index new_products.csv
+    """
+    from shoplens.catalog import add_products
+
+    r = add_products(index, catalog, model=model, replace=replace, show_progress=show_progress(json_out))
+    if json_out:
+        print_json(r)
+    else:
+        out_console.print(
+            f"added {r['added']} and replaced {r['replaced']} products ({r['skipped']} images skipped); "
+            f"{index} holds {r['products']} products"
+        )
+
+
+@index_app.command("remove")
+def remove_command(
+    index: Annotated[Path, typer.Argument(help="Index directory to remove from.")],
+    ids: Annotated[list[str] | None, typer.Argument(help="Product ids to remove.")] = None,
+    ids_file: Annotated[
+        Path | None, typer.Option("--ids-file", help="A file with one product id per line.")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Remove products from an index; they never come back in results.
+
+    Example: shoplens index remove out/index SKU-00017 SKU-00018
+    """
+    from shoplens.catalog import remove_products
+    from shoplens.errors import DataError
+
+    wanted = list(ids or [])
+    if ids_file is not None:
+        try:
+            wanted += [x.strip() for x in ids_file.read_text(encoding="utf-8").splitlines() if x.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot read {ids_file}: {exc}") from None
+    r = remove_products(index, wanted)
+    if json_out:
+        print_json(r)
+    else:
+        out_console.print(f"removed {r['removed']} products; {index} holds {r['products']} products")
+
+
+@index_app.command("info")
+def info_command(
+    index: Annotated[Path, typer.Argument(help="Index directory.")],
+    verify: Annotated[bool, typer.Option("--verify", help="Check every file's sha256 too.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """What an index holds: kind, products, sizes per product, model, filter columns."""
+    from shoplens.catalog import CatalogIndex
+
+    idx = CatalogIndex.load(index, verify=verify)
+    doc: dict[str, Any] = {**idx.stats(), "model_sha256": idx.manifest.get("model_sha256"),
+                           "model_path": idx.manifest.get("model_path"), "categories": list(idx.categories),
+                           "filter_columns": list(idx.filter_columns), "verified": verify}  # fmt: skip
+    if json_out:
+        print_json(doc)
+        return
+    out_console.print(
+        f"{index}: {doc['kind']} index of {doc['products']} products "
+        f"({doc['rows'] - doc['products']} removed), "
+        f"{doc['dim']}-d codes of {doc['code_bits']} bits\n"
+        f"bytes per product: search {doc['bytes_per_item_search']}, filters {doc['bytes_per_item_filters']}, "
+        f"records {doc['bytes_per_item_records']} ({doc['bytes_total'] / 1e6:.1f} MB in all)\n"
+        f"filter columns: {', '.join(doc['filter_columns'])}\nmodel: {doc['model_path']}"
+        + ("\nevery file's sha256 matches the manifest" if verify else "")
+    )
+
+
+def _where(items: list[str] | None) -> dict[str, str]:
+    from shoplens.errors import UsageError
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--where takes COLUMN=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
 
 
 @search_app.command("search")
@@ -72,9 +179,23 @@ def search_command(
         Path | None,
         typer.Option("--classifier", help="Classifier .tflite: filter by its predicted category."),
     ] = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option("--where", help="Only products with COLUMN=VALUE (repeatable), e.g. brand=Acme."),
+    ] = None,
+    min_price: Annotated[
+        float | None, typer.Option("--min-price", help="Only products at this price or more.")
+    ] = None,
+    max_price: Annotated[
+        float | None, typer.Option("--max-price", help="Only products at this price or less.")
+    ] = None,
+    exact: Annotated[bool, typer.Option("--exact", help="Scan every vector, even in an hnsw index.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Find the catalog products that look most like the photo (exact cosine top-k)."""
+    """Find the catalog products that look most like the photo (cosine top-k).
+
+    Example: shoplens search out/index photo.jpg --classifier out/model.tflite --where brand=Acme --k 5
+    """
 
     from shoplens.catalog import CatalogIndex
     from shoplens.classifier import Classifier
@@ -84,6 +205,7 @@ def search_command(
 
     if k <= 0:
         raise UsageError(f"--k must be a positive integer, got {k}")
+    conditions = _where(where)
     idx = CatalogIndex.load(index)  # what is wrong with the index is said first
     model = model or idx.model_path
     if model is None:
@@ -91,6 +213,9 @@ def search_command(
     idx.check_model(model)
     if category is not None and category not in idx.categories:
         raise UsageError(f"unknown category {category!r}; the index has: {', '.join(idx.categories)}")
+    for col in conditions:
+        if col not in idx.filter_columns:
+            raise UsageError(f"cannot filter on {col!r}; filter columns: {', '.join(idx.filter_columns)}")
     frame = read_image(image)
     if frame is None:
         raise DataError(f"cannot read image {image}")
@@ -103,10 +228,12 @@ def search_command(
     with Embedder.create_from_model_path(model) as emb:
         res = emb.embed(frame)
     hits = []
+    price = (min_price, max_price) if min_price is not None or max_price is not None else None
     if res.embedding is not None and (category is None or category in idx.categories):
-        hits = idx.search(res.embedding, k, category=category)
+        hits = idx.search(res.embedding, k, category=category, where=conditions, price=price, exact=exact)
     doc = {"query": str(image), "category_filter": category, "predicted_category": predicted,
-           "results": [h.to_dict() for h in hits]}  # fmt: skip
+           "where": conditions, "price": list(price) if price else None, "index_kind": idx.kind,
+           "exact": exact or idx.kind == "exact", "results": [h.to_dict() for h in hits]}  # fmt: skip
     if json_out:
         print_json(doc)
         return
@@ -114,5 +241,5 @@ def search_command(
         out_console.print(f"category: {category}" + (" (predicted)" if predicted == category else ""))
     for rank, h in enumerate(hits, 1):
         p = h.product
-        price = f"{p.price:.2f}" if p.price is not None else "-"
-        out_console.print(f"{rank:>2}. {h.score:.3f}  {p.id:<14} {p.category:<14} {price:>8}  {p.image}")
+        price_s = f"{p.price:.2f}" if p.price is not None else "-"
+        out_console.print(f"{rank:>2}. {h.score:.3f}  {p.id:<14} {p.category:<14} {price_s:>8}  {p.image}")

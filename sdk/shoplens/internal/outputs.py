@@ -35,6 +35,7 @@ __all__ = [
     "publish_output_dir",
     "remove_path",
     "stage_output_dir",
+    "write_marker",
 ]
 
 MARKER = ".shoplens-output.json"
@@ -146,16 +147,25 @@ def remove_path(p: Path) -> None:
         shutil.rmtree(p)
 
 
+def write_marker(folder: str | os.PathLike[str], *, command: str = "") -> None:
+    """(Re)write the marker of an output folder ShopLens wrote: it lists the files it holds now
+    (an index update that replaced files calls this after its commit)."""
+    folder = Path(folder)
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != MARKER)
+    from shoplens._version import __version__
+
+    marker = {"written_by": f"shoplens {__version__}", "command": command, "files": files}
+    tmp = folder / (MARKER + ".tmp")
+    tmp.write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, folder / MARKER)
+
+
 def publish_output_dir(
     finished: str | os.PathLike[str], out: str | os.PathLike[str], *, command: str = ""
 ) -> None:
     """Write the marker, then rename ``finished`` onto ``out``; a previous ``out`` goes only after."""
     finished, out = Path(finished), Path(out)
-    files = sorted(str(p.relative_to(finished)) for p in finished.rglob("*") if p.is_file())
-    from shoplens._version import __version__
-
-    marker = {"written_by": f"shoplens {__version__}", "command": command, "files": files}
-    (finished / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+    write_marker(finished, command=command)
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         remove_path(old)
