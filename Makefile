@@ -130,8 +130,9 @@ soak: setup
 
 # Every cell of the model-zoo matrix (22 models x 9 recipes); writes docs/model_zoo.md and
 # benchmarks/results/zoo-DATE.json. CI runs a slice of reduced-size builds (tests/test_model_zoo.py).
+# Hours on 2 cores: it resumes, keeping models out/zoo/cells already holds (rm -r out/zoo to start over).
 zoo: setup
-	$(PY) -m benchmarks.zoo $(ZOO_ARGS)
+	$(PY) -m benchmarks.zoo --resume $(ZOO_ARGS)
 	$(PY) sample_apps/transfer_learning/train.py --out out/transfer --page docs/transfer_learning.md
 
 # Speed and memory targets are checked here, never as timed tests. Writes docs/benchmarks.md.

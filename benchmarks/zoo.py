@@ -13,6 +13,8 @@ against the bound stated per recipe in :data:`BOUNDS`.
 
     python -m benchmarks.zoo                       # every cell; writes docs/model_zoo.md (hours)
     python -m benchmarks.zoo --arch MobileNet --recipe int8 --recipe edgetpu   # a few cells
+    python -m benchmarks.zoo --resume              # skip models already measured (out/zoo/cells)
+    python -m benchmarks.zoo --resume --redo prune-int8   # and measure one recipe of them again
     python -m benchmarks.zoo --render benchmarks/results/zoo-2026-12-02.json   # the page only
 
 ``--mini`` builds each family with its own Keras Applications builder at reduced depth and width
@@ -341,6 +343,7 @@ def run_cell(
         input_preprocessing=(r.get("input_preprocessing") or {}).get("handling"),
         qat_fallback_layers=len((r.get("qat") or {}).get("fallback_configs") or {}),
         prunable_share=(r.get("prune") or {}).get("prunable_weight_share"),
+        batchnorm_recalibrated=(r.get("prune") or {}).get("batchnorm_recalibrated"),
     )
     if "edgetpu" in r:
         pf = r["edgetpu"]["preflight"]
@@ -407,11 +410,22 @@ def _cell_text(c: dict[str, Any]) -> str:
             1, f"TPU {100 * c['edgetpu_ops_share']:.0f} % ops / {100 * c['edgetpu_macs_share']:.0f} % MACs"
         )
     mark = "" if meets_bound(c) else " ⚠"
+    if _stale_batchnorm(c):
+        mark += " †"
     return ", ".join(parts) + mark
 
 
+def _stale_batchnorm(c: dict[str, Any]) -> bool:
+    """A pruning cell measured before the converter re-measured BatchNorm statistics after pruning."""
+    return c["recipe"] in ("prune-int8", "pqat-int8") and bool(c.get("converts")) and (
+        "batchnorm_recalibrated" not in c
+    )
+
+
 def render_page(results: dict[str, Any]) -> str:
-    rows = results["models"]
+    order = list(ARCHS)  # the page lists families in one order, whatever order they ran in
+    rows = sorted(results["models"], key=lambda m: (order.index(m["arch"]) if m["arch"] in order else 99,
+                                                    m["transfer"]))  # fmt: skip
     recipes = [r for r in RECIPES if any(c["recipe"] == r for m in rows for c in m["cells"])]
     total = sum(len(m["cells"]) for m in rows)
     ok = sum(c.get("converts", False) for m in rows for c in m["cells"])
@@ -441,6 +455,17 @@ def render_page(results: dict[str, Any]) -> str:
         "delta|, invoke ms (1 thread), convert seconds; for `edgetpu` the share of ops and MACs the "
         "pre-flight maps to the Edge TPU. ⚠ marks a cell outside its bound.",
         "",
+        *(
+            [
+                "† measured by an earlier converter that did not re-measure BatchNorm statistics after "
+                "pruning (their moving averages then still describe the dense model; pruned models "
+                "answered far from their source). `make zoo ZOO_ARGS='--redo prune-int8 --redo "
+                "pqat-int8'` measures these cells again.",
+                "",
+            ]
+            if any(_stale_batchnorm(c) for m in rows for c in m["cells"])
+            else []
+        ),
         "| recipe | float16 | dynamic | int8 | int8 per-tensor | qat-int8 | prune 50 % + int8 | "
         "pqat-int8 | auto | edgetpu |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -477,6 +502,8 @@ def render_page(results: dict[str, Any]) -> str:
         )
     done = "" if results.get("complete", True) else " (incomplete: the run stopped before every model)"
     lines += ["", f"Total: {results['seconds'] / 60:.0f} min on {results['machine']}{done}.", ""]
+    if results.get("pending"):
+        lines += [f"Not measured yet: {', '.join(results['pending'])} (`make zoo` resumes).", ""]
     return "\n".join(lines)
 
 
@@ -486,8 +513,32 @@ def _worker(args: argparse.Namespace) -> int:
     table = MINI if args.mini else ARCHS
     arch = table[args.worker]
     res = run_model(arch, args.transfer, args.recipe or list(RECIPES), Path(args.cache), eval_n=args.eval_n)
-    Path(args.result).write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    res.update(mini=args.mini, eval_n=args.eval_n)
+    tmp = Path(args.result + ".tmp")
+    tmp.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, args.result)
     return 0
+
+
+def _merge(path: Path, kept: dict[str, Any], new: dict[str, Any], recipes: list[str]) -> None:
+    """Replace ``kept``'s cells by the re-measured ones (``--redo``), in recipe order, atomically."""
+    cells = {c["recipe"]: c for c in kept["cells"]} | {c["recipe"]: c for c in new["cells"]}
+    kept["cells"] = [cells[r] for r in recipes if r in cells]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(kept, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _reusable(path: Path, mini: bool, eval_n: int, recipes: list[str]) -> dict[str, Any] | None:
+    """A model's earlier result, if it was measured the same way (``--resume``)."""
+    try:
+        res: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    cells = res.get("cells", [])
+    done = {c["recipe"] for c in cells if not str(c.get("error", "")).startswith("worker exit")}
+    same = res.get("mini") == mini and res.get("eval_n") == eval_n and set(recipes) <= done
+    return res if same else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -497,7 +548,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-transfer", action="store_true", help="skip the transfer-learning wrappers")
     ap.add_argument("--mini", action="store_true", help="reduced-size builds of each family (CI slice)")
     ap.add_argument("--eval-n", type=int, default=500, help="test images per cell")
-    ap.add_argument("--cache", default=str(DEFAULT_OUT / "models"), help="trained source models")
+    ap.add_argument("--cache", default=None, help="trained source models (default out/zoo/models[-mini])")
+    ap.add_argument("--resume", action="store_true", help="keep models already measured the same way")
+    ap.add_argument(
+        "--redo", action="append", choices=RECIPES, help="with --resume: measure it again (repeatable)"
+    )
     ap.add_argument("--out", default=None, help="results JSON (default benchmarks/results/zoo-DATE.json)")
     ap.add_argument("--page", default=str(ROOT / "docs" / "model_zoo.md"), help="Markdown page to write")
     ap.add_argument("--render", default=None, help="only render the page from this results JSON")
@@ -513,18 +568,26 @@ def main(argv: list[str] | None = None) -> int:
     from rich.progress import Progress
 
     table = MINI if args.mini else ARCHS
+    suffix = "-mini" if args.mini else ""  # mini and stock builds never share a cache
+    args.cache = args.cache or str(DEFAULT_OUT / f"models{suffix}")
     names = args.arch or list(table)
     jobs = [(n, tl) for n in names for tl in ((False,) if args.no_transfer else (False, True))]
     date = time.strftime("%Y-%m-%d")
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"zoo-{date}{'-mini' if args.mini else ''}.json")
     results: dict[str, Any] = {"date": date, "machine": f"{os.cpu_count()} cores", "models": []}
-    t0 = time.perf_counter()
-    work = DEFAULT_OUT / "cells"
+    work = DEFAULT_OUT / f"cells{suffix}"
     work.mkdir(parents=True, exist_ok=True)
     with Progress() as bar:
         task = bar.add_task("model zoo", total=len(jobs))
         for name, tl in jobs:
             res = work / f"{name}{'_tl' if tl else ''}.json"
+            recipes = args.recipe or list(RECIPES)
+            kept = _reusable(res, args.mini, args.eval_n, recipes) if args.resume else None
+            if kept is None:
+                res.unlink(missing_ok=True)  # never read a stale result as this run's
+            redo = [r for r in args.redo or [] if r in recipes] if kept is not None else []
+            target = res if kept is None else work / f"{res.stem}.redo.json"
+            target.unlink(missing_ok=True)
             cmd = [
                 sys.executable,
                 "-m",
@@ -532,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--worker",
                 name,
                 "--result",
-                str(res),
+                str(target),
                 "--cache",
                 args.cache,
                 "--eval-n",
@@ -540,10 +603,15 @@ def main(argv: list[str] | None = None) -> int:
             ]
             cmd += ["--transfer"] if tl else []
             cmd += ["--mini"] if args.mini else []
-            for r in args.recipe or []:
+            for r in redo if kept is not None else args.recipe or []:
                 cmd += ["--recipe", r]
-            proc = subprocess.run(cmd, cwd=ROOT, check=False)
-            if proc.returncode != 0 or not res.is_file():
+            proc = subprocess.run(cmd, cwd=ROOT, check=False) if kept is None or redo else None
+            if kept is not None and proc is not None:  # a kept model with some recipes measured again
+                if proc.returncode == 0 and target.is_file():
+                    _merge(res, kept, json.loads(target.read_text()), recipes)
+                    target.unlink()
+                proc = None  # a failed re-measure keeps the earlier cells
+            if proc is not None and (proc.returncode != 0 or not res.is_file()):
                 results["models"].append(
                     {
                         "model": name + (" (transfer)" if tl else ""),
@@ -561,8 +629,12 @@ def main(argv: list[str] | None = None) -> int:
                 results["models"].append(json.loads(res.read_text()))
             bar.advance(task)
             # written after every model, so a long run that stops early keeps what it measured
-            results["seconds"] = round(time.perf_counter() - t0, 1)
+            results["seconds"] = round(  # the measuring time of every model, kept ones included
+                sum(m.get("train_seconds", 0) + sum(c.get("seconds", 0) for c in m["cells"])
+                    for m in results["models"]), 1)  # fmt: skip
             results["complete"] = len(results["models"]) == len(jobs)
+            rest = jobs[len(results["models"]) :]
+            results["pending"] = [f"{n}{' (transfer)' if t else ''}" for n, t in rest]
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
             Path(args.page).write_text(render_page(results), encoding="utf-8")

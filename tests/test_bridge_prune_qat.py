@@ -80,6 +80,26 @@ def test_prune_reaches_sparsity_and_keeps_accuracy(block_model) -> None:
     acc_src = np.mean(np.argmax(np.asarray(src(x[:500])), 1) == y[:500])
     acc_pruned = np.mean(np.argmax(np.asarray(result.model(x[:500])), 1) == y[:500])
     assert acc_pruned > acc_src - 0.08
+    assert result.batchnorm_recalibrated == 3  # its statistics re-measured on the pruned model
+
+
+def test_recalibrated_batchnorm_holds_the_mean_of_what_it_sees() -> None:
+    import tf_keras as tfk
+
+    from shoplens_convert.finetune import recalibrate_batchnorm
+
+    x = np.random.default_rng(0).normal(2.0, 3.0, (300, 8, 8, 3)).astype(np.float32)
+    inp = tfk.Input((8, 8, 3))
+    conv = tfk.layers.Conv2D(4, 3)
+    bn = tfk.layers.BatchNormalization(momentum=0.99)
+    model = tfk.Model(inp, bn(conv(inp)))
+    before = bn.moving_mean.numpy().copy()
+    assert recalibrate_batchnorm(model, x, images=256, batch_size=64) == 1
+    seen = tfk.Model(inp, conv.output).predict(x[:256], verbose=0).reshape(-1, 4)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), seen.mean(0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), seen.var(0), rtol=2e-2)
+    assert not np.allclose(before, bn.moving_mean.numpy())
+    assert bn.momentum == 0.99  # restored
 
 
 def test_pqat_preserves_sparsity_qat_does_not(block_model) -> None:

@@ -11,7 +11,7 @@ The slice: MobileNet (Edge TPU: the Reshape head must map; per-tensor int8), Eff
 graph, QAT), MobileNetV3Small (hard-swish and operation nodes, prune + PQAT), ConvNeXtTiny (nested
 stem and downsampling models, LayerNormalization, LayerScale, GELU, stochastic depth, a per-channel
 in-model normalization composed into the contract and folded, prune + int8), DenseNet121 (a
-BatchNormalization after Concatenate, AveragePooling2D: PQAT), ResNet50V2 (auto). NASNetMobile's
+BatchNormalization after Concatenate, AveragePooling2D: PQAT), ResNet50V2 (int8, auto). NASNetMobile's
 SeparableConv2D and Cropping2D go through the bridge and TFMOT's wrapping in test_bridge_zoo.
 """
 
@@ -32,8 +32,13 @@ CELLS = [
     ("MobileNetV3Small", False, "pqat-int8"),
     ("ConvNeXtTiny", False, "prune-int8"),
     ("DenseNet121", False, "pqat-int8"),
+    ("ResNet50V2", False, "int8"),
     ("ResNet50V2", False, "auto"),
 ]
+# images and epochs per source: a briefly trained model answers near-ties that any rounding flips,
+# and MobileNet v1 at half width needs the zoo's full budget before its agreement means something
+# (2,048 images x 2 epochs: top-1 0.53 and int8 agreement 0.88; 4,096 x 3: 0.71 and 0.95).
+TRAIN = {"MobileNet": (4096, 3)}
 
 
 def test_the_slice_covers_every_recipe() -> None:
@@ -45,7 +50,11 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, bool], 
     root = tmp_path_factory.mktemp("zoo")
     return {
         (name, tl): zoo.make_source(
-            zoo.MINI[name], tl, root / f"{name}{'_tl' if tl else ''}", images=2048, epochs=2
+            zoo.MINI[name],
+            tl,
+            root / f"{name}{'_tl' if tl else ''}",
+            images=TRAIN.get(name, (2048, 2))[0],
+            epochs=TRAIN.get(name, (2048, 2))[1],
         )
         for name, tl in sorted({(n, t) for n, t, _ in CELLS})
     }

@@ -14,7 +14,7 @@ from shoplens.errors import UsageError
 from shoplens.internal.progress import progress
 from shoplens_convert._tf import tf_keras
 
-__all__ = ["FineTuneOptions", "FineTuneResult", "fine_tune", "freeze_batchnorm"]
+__all__ = ["FineTuneOptions", "FineTuneResult", "fine_tune", "freeze_batchnorm", "recalibrate_batchnorm"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,43 @@ def freeze_batchnorm(model: Any) -> int:
             layer.trainable = False
             n += 1
     return n
+
+
+def recalibrate_batchnorm(model: Any, x: np.ndarray, *, images: int = 1024, batch_size: int = 64) -> int:
+    """Set every BatchNormalization's moving statistics to the exact mean over ``images`` of ``x``.
+
+    Fine-tuning moves the moving averages by 1 % a step (momentum 0.99), so after a short pruning
+    run they still describe the dense model whose channels pruning has since shrunk; in inference
+    mode the pruned model then answers from stale statistics (docs/model_zoo.md has the measured
+    effect). One forward pass in training mode per batch, with momentum k/(k+1) at batch k, makes the moving statistics the average over the
+    batches; no weight is trained. Returns how many layers were recalibrated (any depth).
+    """
+    tfk = tf_keras()
+    layers = [ly for ly in _all_layers(model) if isinstance(ly, tfk.layers.BatchNormalization)]
+    if not layers or not len(x):
+        return 0
+    saved = [ly.momentum for ly in layers]
+    try:
+        for k, start in enumerate(range(0, min(images, len(x)), batch_size)):
+            for ly in layers:
+                ly.momentum = k / (k + 1)
+            model(x[start : start + batch_size], training=True)
+    finally:
+        for ly, mom in zip(layers, saved, strict=True):
+            ly.momentum = mom
+    return len(layers)
+
+
+def _all_layers(model: Any) -> list[Any]:
+    out = []
+    for ly in model.layers:
+        out.append(ly)
+        if hasattr(ly, "layers"):
+            out += _all_layers(ly)
+        inner = getattr(ly, "layer", None)  # a wrapper (pruning, QAT)
+        if inner is not None:
+            out.append(inner)
+    return out
 
 
 def fine_tune(

@@ -178,6 +178,7 @@ def prune_stage(work: Prepared, o: ConvertOptions, output_kind: str) -> tuple[Pr
         "layer_sparsity": pr.sparsity,
         "left_dense": pr.left_dense,
         "fine_tune": vars(pr.training),
+        "batchnorm_recalibrated": pr.batchnorm_recalibrated,
     }
     return Prepared(pr.model, work.contract, work.calibration, work.train, work.report), block
 

@@ -14,7 +14,13 @@ import numpy as np
 
 from shoplens.errors import ConversionError, UsageError
 from shoplens_convert._tf import tf_keras, tfmot
-from shoplens_convert.finetune import FineTuneOptions, FineTuneResult, fine_tune, freeze_batchnorm
+from shoplens_convert.finetune import (
+    FineTuneOptions,
+    FineTuneResult,
+    fine_tune,
+    freeze_batchnorm,
+    recalibrate_batchnorm,
+)
 from shoplens_convert.fold import FOLD_LAYER
 
 __all__ = ["PruneOptions", "PruneResult", "layer_sparsity", "prune_model"]
@@ -50,6 +56,7 @@ class PruneResult:
     left_dense: dict[str, str]  # layer -> why it stays dense
     training: FineTuneResult
     prunable_share: float = 0.0  # share of all the model's weights that TFMOT pruned
+    batchnorm_recalibrated: int = 0  # BatchNormalization layers whose statistics were re-measured
 
 
 def _kernel(layer: Any) -> np.ndarray | None:
@@ -136,10 +143,12 @@ def prune_model(
     )
     with tfk.utils.custom_object_scope(custom_layers()):
         stripped = sparsity.strip_pruning(wrapped)
+    # the moving statistics still describe the model before most of its weights were zeroed
+    recalibrated = 0 if options.freeze_batchnorm else recalibrate_batchnorm(stripped, x)
     total = sum(int(np.prod(w.shape)) for w in model.weights)
     prunable = sum(int(_kernel(model.get_layer(n)).size) for n in wrapped_names)  # type: ignore[union-attr]
     share = round(prunable / total, 4) if total else 0.0
-    return PruneResult(stripped, layer_sparsity(stripped), left_dense, result, share)
+    return PruneResult(stripped, layer_sparsity(stripped), left_dense, result, share, recalibrated)
 
 
 def _copy_weights(src: Any, dst: Any) -> None:
