@@ -42,7 +42,8 @@ import numpy as np
 from benchmarks import REF, ROOT, reference_key
 from benchmarks.page import render_markdown
 
-PEERS = ("invoke", "naive", "mediapipe", "shoplens", "shoplens-video", "shoplens-live", "shoplens-gate")
+PEERS = ("invoke", "naive", "mediapipe", "shoplens", "shoplens-video", "shoplens-live", "shoplens-gate",
+         "shoplens-colour")  # fmt: skip
 
 
 def machine() -> dict:
@@ -315,6 +316,12 @@ def main(argv: list[str] | None = None) -> int:
     r["profile"] = frame_profile(model, frames_path, 300 if quick else 3000)
     print("quality gate", flush=True)
     r["quality_gate"] = quality_gate(200 if quick else 1000)
+    print("product colour on the labelled colour set", flush=True)
+    from benchmarks import colour as colour_bench
+
+    r["colour"] = colour_bench.run(200 if quick else 1000)
+    r["colour"]["cost"] = colour_bench.cost(model, frames, 3 if quick else 15)
+    targets.update(colour_bench.targets(r["colour"]))
     print("kiosk accuracy", flush=True)
     r["kiosk_accuracy"] = k = kiosk_accuracy(model, 200 if quick else 2000)
     if k.get("float_kiosk_top1"):

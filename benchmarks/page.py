@@ -192,6 +192,8 @@ def render_markdown(r: dict) -> str:
             "at float32 speed (its weights are expanded to float32 at load), and dynamic-range "
             "quantization is the slowest of all: do not pick it for x86 kiosks.",
         ]
+    if "colour" in r:
+        lines += colour_markdown(r["colour"], r.get("peers", {}))
     if "search" in r:
         lines += search_markdown(r["search"])
     if "search_scale" in r:
@@ -199,6 +201,44 @@ def render_markdown(r: dict) -> str:
     if "beam" in r:
         lines += beam_markdown(r["beam"])
     return "\n".join(lines) + "\n"
+
+
+def colour_markdown(c: dict, peers: dict) -> list[str]:
+    """The product's colour: accuracy on the labelled colour set and its cost per frame."""
+    lines = [
+        "",
+        "## Product colour",
+        "",
+        f"`benchmarks.colour`: {c['items_per_light']:,} frames per light (Fashion-MNIST items painted in "
+        "palette colours, or left gray, in kiosk scenes; `shoplens.data.colour_set`). Photo: one frame, "
+        "no white balance; stream: `white_balance=\"auto\"` after 60 frames.",
+        "",
+        "| mode | light | painted items named right | gray items achromatic | p50 per frame | top errors |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for r in c["rows"]:
+        errs = ", ".join(f"{e} ({k})" for e, k in r["errors"][:3])
+        lines.append(
+            f"| {r['mode']} | {r['light']} | {100 * r['painted_right']:.1f} % "
+            f"| {100 * r['gray_achromatic']:.1f} % | {r['p50_us']} us | {errs} |"
+        )
+    k = c.get("cost")
+    if k:
+        lines += [
+            "",
+            f"Cost end to end at 640x480, side by side ({k['frames']:,} frames each, two classifiers taking "
+            f"turns): {k['off_p50_ms']} ms per frame without colour, {k['on_p50_ms']} ms with it "
+            f"({100 * k['extra']:+.1f} %; the colour step itself {k['colour_p50_ms']} ms p50).",
+        ]
+    sl, col = peers.get("shoplens", {}), peers.get("shoplens-colour", {})
+    if "p50_ms" in sl and "p50_ms" in col:
+        extra = 100 * (col["p50_ms"] / sl["p50_ms"] - 1)
+        lines += [
+            "",
+            f"End to end at 640x480 (peers table): {sl['p50_ms']} ms per frame without colour, "
+            f"{col['p50_ms']} ms with it ({extra:+.1f} %).",
+        ]
+    return lines
 
 
 def search_markdown(s: dict) -> list[str]:

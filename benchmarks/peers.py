@@ -3,7 +3,7 @@
     python -m benchmarks.peers PEER --model M.tflite --frames F.npy [--runs N] [--threads T]
 
 PEER is one of: invoke, naive (cvtColor + resize + float normalize + set_tensor), mediapipe,
-shoplens, shoplens-video, shoplens-live, shoplens-gate.
+shoplens, shoplens-video, shoplens-live, shoplens-gate, shoplens-colour.
 Prints one JSON object: per-frame p50/p95 ms, frames/s, first-inference ms, RSS after import,
 after load and at the end (peak), and the top-1 index of every distinct frame (for agreement).
 """
@@ -19,7 +19,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-PEERS = ("invoke", "naive", "mediapipe", "shoplens", "shoplens-video", "shoplens-live", "shoplens-gate")
+PEERS = ("invoke", "naive", "mediapipe", "shoplens", "shoplens-video", "shoplens-live", "shoplens-gate",
+         "shoplens-colour")  # fmt: skip
 
 
 def _status_mb(key: str) -> float:
@@ -140,9 +141,11 @@ def run(peer: str, model: str, frames: np.ndarray, runs: int, threads: int) -> d
         extra["close"] = clf.close
     else:
         from shoplens.classifier import Classifier
+        from shoplens.colour import ColourOptions
         from shoplens.quality import QualityOptions
 
         mode = {"shoplens-video": "video", "shoplens-live": "live_stream"}.get(peer, "image")
+        colour = ColourOptions(enabled=peer == "shoplens-colour")
         quality = QualityOptions(policy="warn" if peer == "shoplens-gate" else "off")
         done = []
         kw = (
@@ -151,7 +154,7 @@ def run(peer: str, model: str, frames: np.ndarray, runs: int, threads: int) -> d
             else {}
         )
         clf = Classifier.create_from_model_path(
-            model, num_threads=threads, running_mode=mode, quality=quality, **kw
+            model, num_threads=threads, running_mode=mode, quality=quality, colour=colour, **kw
         )
         rss_load = rss_mb()
         if mode == "image":

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import ARTIFACTS, ROOT
+from shoplens.colour import PALETTE
 
 KIOSK = ROOT / "sample_apps" / "kiosk" / "app.py"
 SNAP = ROOT / "sample_apps" / "snap_search" / "app.py"
@@ -110,7 +111,7 @@ def test_kiosk_page_in_chromium(reference_models: Path, kiosk_video: Path, demo_
         page = browser.new_page(viewport={"width": 1200, "height": 800})
         page.goto(url)
         page.wait_for_function("document.getElementById('label').textContent !== '…'", timeout=30_000)
-        good, correct, blur_prompts, bright_prompts = 0, 0, 0, 0
+        good, correct, blur_prompts, bright_prompts, colour_chips = 0, 0, 0, 0, 0
         t_end = time.time() + 24  # the 240-frame video plays in 16 s at 15 fps
         while time.time() < t_end:
             sf = page.inner_text("#source-frame")
@@ -125,11 +126,19 @@ def test_kiosk_page_in_chromium(reference_models: Path, kiosk_video: Path, demo_
                 if not row["bad_reason"] and offset >= 12 and not prompt:
                     good += 1
                     correct += label == row["label_name"]
+                    chips = page.locator("#colours .colour")
+                    if chips.count():  # the product's colours: a palette name and a swatch each
+                        colour_chips += 1
+                        assert chips.nth(0).inner_text().split()[0] in PALETTE
+                        assert chips.nth(0).locator("i").evaluate("i => i.style.background") != ""
+                if prompt:
+                    assert page.locator("#colours .colour").count() == 0  # no colour on a re-take
                 if blur_prompts and good >= 8 and index is None and not prompt:
                     index = page.screenshot(path=str(ARTIFACTS / "kiosk_page.png"), full_page=True)
             time.sleep(0.25)
         assert blur_prompts >= 1, "the blurred segment never showed the re-take prompt"
         assert good >= 8 and correct / good >= 0.6, (correct, good)
+        assert colour_chips >= good // 2, (colour_chips, good)
         assert page.locator("#top3 li").count() == 3
         thumbs = page.locator("#similar img")
         assert thumbs.count() == 4
@@ -226,4 +235,19 @@ def test_snap_search(reference_models: Path, tmp_path: Path, fmnist_test) -> Non
     assert p.returncode == 3, p.stderr
     d = json.loads(p.stdout)
     assert not d["quality"]["ok"] and d["retake"] == "hold the item still" and d["similar"] == []
+    assert d["colours"] == [] and d["same_colour"] == []
+    # a red trouser on a light background: similar products in the same colour
+    from shoplens.data.colour_set import paint
+
+    red = paint(x[2], "red", np.random.default_rng(1)).astype(np.float32)
+    big = cv2.resize(red, (224, 224), interpolation=cv2.INTER_CUBIC)
+    alpha = np.clip(big[:, :, 3:] / 255.0, 0, 1)
+    photo_red = tmp_path / "red.png"
+    cv2.imwrite(str(photo_red), (big[:, :, :3] * alpha + 238 * (1 - alpha)).astype(np.uint8))
+    p = subprocess.run([*cmd[:2], str(photo_red), *cmd[3:]], capture_output=True, text=True, timeout=300,
+                       cwd=ROOT)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["colours"][0]["name"] == "red"
+    assert d["same_colour"] and all(s["attributes"]["colour"] == "red" for s in d["same_colour"])
     assert np.isclose(len(list((work / "catalog" / "images").iterdir())), 1500)

@@ -75,8 +75,14 @@ def test_build_search_and_filters(converted: Path, catalog: Path, tmp_path: Path
     cheap = idx.search(q, 5, price=(None, 40.0), where={"brand": brand})
     assert all(h.product.price is not None and h.product.price <= 40.0 for h in cheap)
     assert all(idx.product(h.row) == h.product for h in hits)
-    with pytest.raises(UsageError, match="cannot filter on 'colour'; filter columns: category"):
-        idx.search(q, 5, where={"colour": "red"})
+    with pytest.raises(UsageError, match="cannot filter on 'size'; filter columns: category"):
+        idx.search(q, 5, where={"size": "M"})
+    # every product's colour was named from its image at build time, and is a filter
+    named = idx.product(hits[0].row).attributes["colour"]
+    same = idx.search(q, 5, colour=named.upper())
+    assert same and all(h.product.attributes["colour"] == named for h in same)
+    with pytest.raises(UsageError, match="unknown colour 'mauve'; the palette: black, gray, white"):
+        idx.search(q, 5, colour="mauve")
     assert idx.search(q, 5, where={"brand": "no such brand"}) == []
 
 

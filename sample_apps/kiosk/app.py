@@ -48,6 +48,7 @@ class Kiosk:
         from shoplens import (
             BaseOptions,
             Classifier,
+            ColourOptions,
             ImageClassifierOptions,
             QualityOptions,
             QualityPolicy,
@@ -69,13 +70,14 @@ class Kiosk:
         self.fps = 0.0
         self.last_result_t = 0.0
         self.state: dict[str, Any] = {"status": "starting", "label": None, "score": None, "top3": [],
-                                      "prompt": "", "similar": []}  # fmt: skip
+                                      "prompt": "", "similar": [], "colours": []}  # fmt: skip
         self.clf = Classifier(ImageClassifierOptions(
             base_options=BaseOptions(model_asset_path=args.model, num_threads=args.threads),
             running_mode=RunningMode.LIVE_STREAM,
             result_callback=self._on_result,
             smoothing=SmoothingOptions(),
             quality=QualityOptions(policy=QualityPolicy.REJECT),
+            colour=ColourOptions(enabled=not args.no_colour, white_balance="auto"),
         ))  # fmt: skip
         self.search = SimilarProducts(args) if args.index else None
 
@@ -100,6 +102,7 @@ class Kiosk:
                 s["label"] = result.categories[0].label
                 s["score"] = round(result.categories[0].score, 4)
                 s["top3"] = [{"label": c.label, "score": round(c.score, 4)} for c in result.categories[:3]]
+                s["colours"] = [c.to_dict() for c in result.colours]
             s["stream"] = self.clf.stream_stats.to_dict()
         if self.args.headless:
             line = {"source_frame": pos, **result.to_dict()}
@@ -286,6 +289,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--headless", action="store_true", help="JSON lines on stdout instead of the page")
     ap.add_argument("--once", action="store_true", help="stop at the end of a video instead of looping")
+    ap.add_argument("--no-colour", action="store_true", help="do not name the product's colours")
     ap.add_argument("--fast", action="store_true", help="do not pace a video at its frame rate")
     return ap.parse_args(argv)
 

@@ -34,12 +34,13 @@ def ensure_index(models: Path, work: Path, size: int) -> Path:
         m = json.loads(manifest.read_text(encoding="utf-8"))
         if (
             m.get("format") == INDEX_FORMAT
+            and any(c["name"] == "colour" for c in m.get("columns", []))
             and m.get("count", 0) + m.get("skipped", 0) == size
             and Path(m["model_path"]) == (models / "embedding.tflite").resolve()
         ):
             return index
     sys.stderr.write(f"building the demo catalog ({size} products) and its index in {work} ...\n")
-    generate_catalog(catalog, count=size, split="train", overwrite=True)
+    generate_catalog(catalog, count=size, split="train", overwrite=True, colours=True)
     build_index(catalog / "products.csv", models / "embedding.tflite", index, overwrite=True)
     return index
 
@@ -55,7 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
-    from shoplens import CatalogIndex, Classifier, Embedder, QualityOptions, QualityPolicy, ShopLensError
+    from shoplens import (
+        CatalogIndex,
+        Classifier,
+        ColourOptions,
+        Embedder,
+        QualityOptions,
+        QualityPolicy,
+        ShopLensError,
+    )
     from shoplens.data.datasets import read_image
 
     try:
@@ -71,15 +80,22 @@ def main(argv: list[str] | None = None) -> int:
         with Classifier.create_from_model_path(args.models / "model.tflite", quality=quality) as clf:
             result = clf.classify(frame)
         doc: dict = {"photo": str(args.photo), "quality": result.quality.to_dict(), "category": None,
-                     "confidence": None, "retake": "", "similar": []}  # fmt: skip
+                     "confidence": None, "retake": "", "colours": [], "similar": [],
+                     "same_colour": []}  # fmt: skip
         if result.rejected:
             doc["retake"] = result.quality.hint
         else:
             top = result.categories[0]
             doc["category"], doc["confidence"] = top.label, round(top.score, 4)
-            with Embedder.create_from_model_path(args.models / "embedding.tflite") as emb:
-                vec = emb.embed(frame).embedding
+            colour = ColourOptions(enabled=True)
+            with Embedder.create_from_model_path(args.models / "embedding.tflite", colour=colour) as emb:
+                r = emb.embed(frame)
+            vec = r.embedding
+            doc["colours"] = [c.to_dict() for c in r.colours]
             doc["similar"] = [h.to_dict() for h in index.search(vec, args.k, category=top.label)]
+            if r.colours:  # "similar products in the same colour"
+                same = index.search(vec, args.k, category=top.label, colour=r.colours[0].name)
+                doc["same_colour"] = [h.to_dict() for h in same]
     except (ShopLensError, FileNotFoundError) as exc:
         sys.stderr.write(f"error: {getattr(exc, 'message', exc)}\n")
         return 2
@@ -88,12 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     elif doc["retake"]:
         print(f"Please take the photo again: {doc['retake']}.")
     else:
-        print(f"{doc['category']} ({100 * doc['confidence']:.0f} %). Similar products:")
+        colours = ", ".join(f"{c['name']} {100 * c['share']:.0f} %" for c in doc["colours"])
+        head = f"{doc['category']} ({100 * doc['confidence']:.0f} %), {colours or 'colour unknown'}"
+        print(f"{head}. Similar products:")
         for s in doc["similar"]:
             print(
-                f"  {s['id']}  {s['attributes'].get('brand', ''):<12} {s['price']:>8.2f} EUR  "
-                f"(similarity {s['score']:.3f})"
+                f"  {s['id']}  {s['attributes'].get('brand', ''):<12} {s['attributes'].get('colour', ''):<7} "
+                f"{s['price']:>8.2f} EUR  (similarity {s['score']:.3f})"
             )
+        if doc["colours"]:
+            print(f"Similar products in {doc['colours'][0]['name']}:")
+            for s in doc["same_colour"]:
+                print(f"  {s['id']}  {s['attributes'].get('brand', ''):<12} {s['price']:>8.2f} EUR  "
+                      f"(similarity {s['score']:.3f})")  # fmt: skip
     return 3 if doc["retake"] else 0
 
 

@@ -32,6 +32,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "shoplens.results": ("Category", "ClassificationResult", "EmbeddingResult", "StreamStats", "Timing"),
     "shoplens.quality": ("QualityOptions", "QualityPolicy", "QualityVerdict"),
+    "shoplens.colour": ("ColourOptions", "ProductColour"),
     "shoplens.runtime": ("Backend", "Delegate"),
     "shoplens.contract": ("ColorOrder", "CropMode", "Interpolation", "PreprocessContract"),
     "shoplens.preprocess": (
@@ -58,6 +59,7 @@ __all__ = [
     "ClassifierOptions",
     "ClassifierPool",
     "ColorOrder",
+    "ColourOptions",
     "ConversionError",
     "CropMode",
     "DataError",
@@ -78,6 +80,7 @@ __all__ = [
     "PreprocessContract",
     "Preprocessor",
     "Product",
+    "ProductColour",
     "QualityOptions",
     "QualityPolicy",
     "QualityVerdict",
@@ -127,6 +130,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the names eagerly
         remove_products,
     )
     from shoplens.classifier import Classifier
+    from shoplens.colour import ColourOptions, ProductColour
     from shoplens.contract import ColorOrder, CropMode, Interpolation, PreprocessContract
     from shoplens.embedder import Embedder
     from shoplens.errors import (

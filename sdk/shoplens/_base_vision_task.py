@@ -21,7 +21,8 @@ from typing import Any, ClassVar, NamedTuple, Self
 
 import numpy as np
 
-from shoplens.contract import Interpolation
+from shoplens.colour import ProductColour, WhiteBalance, colours_of, prepare_colour_names
+from shoplens.contract import ColorOrder, Interpolation
 from shoplens.errors import InvalidFrameError, ModelError, UsageError
 from shoplens.model_meta import resolve_contract
 from shoplens.options import BaseOptions, RunningMode, VisionTaskOptions
@@ -36,12 +37,14 @@ __all__ = ["BaseVisionTask", "RawOutput"]
 
 class RawOutput(NamedTuple):
     """One frame's trip through the model: the dequantized output (None when the gate rejected
-    the frame), the gate's verdict and the two timings in ms."""
+    the frame), the gate's verdict, the timings in ms and the product's colours (if asked)."""
 
     values: np.ndarray | None
     verdict: QualityVerdict
     preprocess_ms: float
     invoke_ms: float
+    colours: tuple[ProductColour, ...] = ()
+    colour_ms: float = 0.0
 
 
 def _dequantized(q: np.ndarray, t: TensorInfo) -> np.ndarray:
@@ -107,6 +110,10 @@ class BaseVisionTask:
         self._pre = Preprocessor(self.contract, input_order=options.input_color_order, quantization=quant,
                                  dtype=None if quant else dtype)  # fmt: skip
         self._out_tensor = out
+        self._white_balance = WhiteBalance(options.colour.white_balance) if options.colour.enabled else None
+        if self._white_balance is not None:
+            prepare_colour_names()  # the naming table (0.25 s) now, not in the first frame's time
+        self._rgb = ColorOrder(options.input_color_order) is ColorOrder.RGB
         self._lock = threading.RLock()
         self._closed = False
         self._last_ts: int | None = None
@@ -235,10 +242,15 @@ class BaseVisionTask:
         t1 = time.perf_counter()
         if not verdict.ok and q.policy is QualityPolicy.REJECT:
             return RawOutput(None, verdict, (t1 - t0) * 1e3, 0.0)
+        colours: tuple[ProductColour, ...] = ()
+        tc = t1
+        if self._white_balance is not None and verdict.ok:  # a frame the gate faults gets no colour
+            colours = colours_of(view.resized, self._white_balance, rgb=self._rgb)
+            tc = time.perf_counter()
         self._invoke()
         t2 = time.perf_counter()
         raw = _dequantized(self._interp.get_tensor(self._out_index)[0], self._out_tensor)
-        return RawOutput(raw, verdict, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+        return RawOutput(raw, verdict, (t1 - t0) * 1e3, (t2 - tc) * 1e3, colours, (tc - t1) * 1e3)
 
     def _invoke(self) -> None:
         try:

@@ -151,8 +151,8 @@ class Classifier(BaseVisionTask):
                 scores, shown = self._smooth(scores, ts)
             cats = self._top(scores, shown)
             post_ms = (time.perf_counter() - t2) * 1e3
-            return ClassificationResult(cats, Timing(raw.preprocess_ms, raw.invoke_ms, post_ms), raw.verdict,
-                                        ts, scores)  # fmt: skip
+            timing = Timing(raw.preprocess_ms, raw.invoke_ms, post_ms, raw.colour_ms)
+            return ClassificationResult(cats, timing, raw.verdict, ts, scores, raw.colours)
 
     def _smooth(self, scores: np.ndarray, ts: int | None) -> tuple[np.ndarray, int]:
         sm = self.options.smoothing

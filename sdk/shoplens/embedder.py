@@ -81,8 +81,8 @@ class Embedder(BaseVisionTask):
             if ts is not None:
                 self._last_ts = ts
             vec = None if raw.values is None else self._finish(raw.values)
-            timing = Timing(raw.preprocess_ms, raw.invoke_ms, (time.perf_counter() - t2) * 1e3)
-            return EmbeddingResult(vec, timing, raw.verdict, ts)
+            timing = Timing(raw.preprocess_ms, raw.invoke_ms, (time.perf_counter() - t2) * 1e3, raw.colour_ms)
+            return EmbeddingResult(vec, timing, raw.verdict, ts, raw.colours)
 
     def embed(self, frame: np.ndarray) -> EmbeddingResult:
         """IMAGE mode: embed one frame.

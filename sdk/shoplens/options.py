@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from shoplens.colour import ColourOptions
 from shoplens.contract import ColorOrder, CropMode, PreprocessContract
 from shoplens.errors import UsageError
 from shoplens.quality import QualityOptions
@@ -139,6 +140,8 @@ _TASK_DOC = """
       roi: (x, y, width, height) of the frame to look at.
       quality: the quality gate (:class:`~shoplens.quality.QualityOptions`; off by default).
       contract: the preprocessing contract for a model that carries none.
+      colour: name the product's colours on every result (:class:`~shoplens.colour.ColourOptions`;
+        off by default).
 
     Raises:
       UsageError: a value out of range, or options that contradict each other.
@@ -156,6 +159,7 @@ class VisionTaskOptions:
     roi: tuple[int, int, int, int] | None = None  # (x, y, width, height) in frame pixels
     quality: QualityOptions = field(default_factory=QualityOptions)
     contract: PreprocessContract | None = None  # for models without ShopLens metadata
+    colour: ColourOptions = field(default_factory=ColourOptions)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from shoplens.colour import ProductColour
 from shoplens.quality import UNCHECKED, QualityVerdict
 
 __all__ = ["Category", "ClassificationResult", "EmbeddingResult", "StreamStats", "Timing", "invalid_result"]
@@ -29,10 +30,11 @@ class Timing:
     preprocess_ms: float = 0.0
     invoke_ms: float = 0.0
     postprocess_ms: float = 0.0
+    colour_ms: float = 0.0  # naming the product's colours (0 unless asked)
 
     @property
     def total_ms(self) -> float:
-        return self.preprocess_ms + self.invoke_ms + self.postprocess_ms
+        return self.preprocess_ms + self.invoke_ms + self.postprocess_ms + self.colour_ms
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class ClassificationResult:
     quality: QualityVerdict = UNCHECKED
     timestamp_ms: int | None = None
     scores: np.ndarray | None = field(default=None, repr=False, compare=False)
+    colours: tuple[ProductColour, ...] = ()  # the product's named colours, dominant first (if asked)
 
     @property
     def rejected(self) -> bool:
@@ -65,8 +68,10 @@ class ClassificationResult:
                 "preprocess": round(self.timing.preprocess_ms, 4),
                 "invoke": round(self.timing.invoke_ms, 4),
                 "postprocess": round(self.timing.postprocess_ms, 4),
+                "colour": round(self.timing.colour_ms, 4),
                 "total": round(self.timing.total_ms, 4),
             },
+            "colours": [c.to_dict() for c in self.colours],
         }
 
 
@@ -98,6 +103,7 @@ class EmbeddingResult:
     timing: Timing
     quality: QualityVerdict = UNCHECKED
     timestamp_ms: int | None = None
+    colours: tuple[ProductColour, ...] = ()  # the product's named colours, dominant first (if asked)
 
     @property
     def rejected(self) -> bool:
@@ -109,4 +115,5 @@ class EmbeddingResult:
             "rejected": self.rejected,
             "dim": None if self.embedding is None else int(self.embedding.shape[0]),
             "quality": self.quality.to_dict(),
+            "colours": [c.to_dict() for c in self.colours],
         }

@@ -33,7 +33,7 @@ from shoplens.internal.outputs import (
 )
 from shoplens.internal.progress import progress
 
-__all__ = ["KINDS", "build_index", "check_kind", "finish_index", "index_from_vectors"]
+__all__ = ["KINDS", "build_index", "check_kind", "finish_index", "index_from_vectors", "with_colours"]
 
 KINDS = ("auto", "exact", "hnsw")
 
@@ -60,12 +60,15 @@ def build_index(
     overwrite: bool = False,
     show_progress: bool = False,
     stop_after: int | None = None,
+    colours: bool = True,
 ) -> dict[str, Any]:
     """Build (or resume building) the index of ``catalog`` with ``embedder_model`` into ``out``.
 
     Args:
       kind: ``exact``, ``hnsw`` (a usearch graph; ``shoplens[search]``) or ``auto`` (hnsw from
         50,000 products when usearch is installed).
+      colours: name each product's colours from its image (``colour`` and ``colours`` attributes,
+        ``search --colour``) unless the catalog has a ``colour`` column.
       stop_after: stop after that many products (tests use it to simulate an interruption; the
         partial build then resumes on the next call).
 
@@ -80,19 +83,20 @@ def build_index(
         raise ModelError(f"embedding model {embedder_model} does not exist")
     with output_lock(out):
         check_output_dir(out, overwrite=overwrite, inputs=[src.path, embedder_model])
-        return _build(src, Path(embedder_model), out, kind, chunk, show_progress, stop_after)
+        return _build(src, Path(embedder_model), out, kind, chunk, show_progress, stop_after, colours)
 
 
 def _build(
     src: CatalogSource, embedder_model: Path, out: Path, kind: str, chunk: int, show_progress: bool,
-    stop_after: int | None,
+    stop_after: int | None, colours: bool,
 ) -> dict[str, Any]:  # fmt: skip
+    from shoplens.colour import ColourOptions
     from shoplens.embedder import Embedder
 
     model_sha = sha256_file(embedder_model)
     work = out.with_name(out.name + ".partial")
     ckpt_path = work / "checkpoint.json"
-    with Embedder.create_from_model_path(embedder_model) as emb:
+    with Embedder.create_from_model_path(embedder_model, colour=ColourOptions(enabled=colours)) as emb:
         dim = emb.dim
         state: dict[str, Any] = {
                  "catalog": str(src.path), "fingerprint": src.fingerprint, "model_sha256": model_sha,
@@ -167,7 +171,8 @@ def _build(
 
 
 def _embed(emb: Any, batch: Sequence[Product], state: dict[str, Any]) -> Iterable[tuple[Product, np.ndarray]]:
-    """(product, unit vector) for each product whose image can be read; the rest are counted."""
+    """(product, unit vector) for each product whose image can be read; the rest are counted. A
+    product without a ``colour`` attribute gets the colours the Embedder names (when it names any)."""
     for prod in batch:
         img = read_image(Path(prod.image))
         if img is None:
@@ -177,7 +182,22 @@ def _embed(emb: Any, batch: Sequence[Product], state: dict[str, Any]) -> Iterabl
         if r.embedding is None:  # pragma: no cover - the quality gate is off by default
             state["skipped"] += 1
             continue
-        yield prod, r.embedding
+        yield with_colours(prod, r.colours), r.embedding
+
+
+def with_colours(prod: Product, colours: Sequence[Any]) -> Product:
+    """``prod`` with ``colour`` (the dominant name) and ``colours`` ("red 62%, white 31%") among its
+    attributes, unless the catalog gave a colour (its ``colour`` or ``color`` column wins)."""
+    attrs = dict(prod.attributes)
+    given = attrs.pop("color", None)
+    if given is not None and "colour" not in attrs:
+        attrs["colour"] = given
+    if "colour" in attrs:
+        attrs["colour"] = attrs["colour"].strip().lower()
+    elif colours:
+        attrs["colour"] = colours[0].name
+        attrs["colours"] = ", ".join(f"{c.name} {round(100 * c.share)}%" for c in colours)
+    return Product(prod.id, prod.image, prod.category, prod.price, attrs)
 
 
 def finish_index(

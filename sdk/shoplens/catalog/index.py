@@ -259,6 +259,7 @@ class CatalogIndex:
         category: str | None = None,
         where: Mapping[str, str] | None = None,
         price: PriceRange | None = None,
+        colour: str | None = None,
         exact: bool = False,
     ) -> list[SearchHit]:
         """The k products most similar to a unit ``query`` vector, best first.
@@ -267,11 +268,12 @@ class CatalogIndex:
           category: only products of this category (UsageError if the index has none).
           where: only products whose attribute columns have these values, e.g. ``{"brand": "Acme"}``.
           price: only products priced in ``(low, high)`` (inclusive; ``None`` leaves a side open).
+          colour: only products whose dominant colour has this palette name (``shoplens.colour``).
           exact: scan every vector even when the index has a graph (for checks; slow when large).
         """
         q = self._query(query)
         k = _check_k(k)
-        sel = self._select(category, where, price)
+        sel = self._select(category, _with_colour(where, colour), price)
         if sel.count == 0:
             return []
         k = min(k, sel.count)
@@ -296,7 +298,8 @@ class CatalogIndex:
             return [self.search(q, k, exact=exact, **filters) for q in qs]
         qs = np.stack([self._query(q) for q in qs]) if len(qs) else qs
         k = _check_k(k)
-        sel = self._select(filters.get("category"), filters.get("where"), filters.get("price"))
+        where = _with_colour(filters.get("where"), filters.get("colour"))
+        sel = self._select(filters.get("category"), where, filters.get("price"))
         if sel.count == 0:
             return [[] for _ in qs]
         return [self._hits(r, s) for r, s in self._scan(qs, min(k, sel.count), sel.mask, sel.rows)]
@@ -391,19 +394,23 @@ class CatalogIndex:
         return rows[top], scores[top]
 
     def _approximate(self, q: np.ndarray, k: int, sel: _Selection) -> tuple[np.ndarray, np.ndarray]:
-        """The graph's candidates (scaled up by the share a filter allows), re-ranked exactly."""
+        """The graph's candidates (scaled up by the share a filter allows), re-ranked exactly. A filter
+        that excludes the query's neighbourhood (a shirt photo, trousers only) leaves the graph short:
+        it is asked once more for four times as many, then the allowed rows are scanned."""
         graph, basis = self._graph, self._basis
         if graph is None or basis is None:
             raise UsageError("this index has no graph; search it exactly")
         count = min(self.rows, math.ceil(max(self.candidates, 2 * k) * self.rows / max(1, sel.count)))
-        if count > self.MAX_CANDIDATES and sel.mask is not None:
-            return self._scan(q[None], k, sel.mask)[0]
-        rows = graph.search(q @ basis, count)
-        rows = rows[(rows >= 0) & (rows < self.rows)]  # rows an interrupted update left in the graph
-        rows = rows[~self._removed[rows] if sel.mask is None else sel.mask[rows]]
-        if len(rows) < k:  # the graph ran short (a filter it could not reach): scan
-            return self._scan(q[None], k, sel.mask)[0]
-        return self._rerank(q, rows, k)
+        head = q @ basis
+        while count <= self.MAX_CANDIDATES or sel.mask is None:
+            rows = graph.search(head, count)
+            rows = rows[(rows >= 0) & (rows < self.rows)]  # rows an interrupted update left in the graph
+            rows = rows[~self._removed[rows] if sel.mask is None else sel.mask[rows]]
+            if len(rows) >= k or count >= self.rows:
+                return self._rerank(q, rows, k)
+            count *= 4
+        mask = sel.mask if sel.mask is not None else ~self._removed
+        return self._scan(q[None], k, mask, np.flatnonzero(mask))[0]
 
     def _scan(
         self, qs: np.ndarray, k: int, allowed: np.ndarray | None, allowed_rows: np.ndarray | None = None
@@ -495,6 +502,17 @@ class _BoundedExact:
             exact = np.concatenate([exact, sh[more] + self.tail[more] @ qt])
         top = np.argpartition(-exact, k - 1)[:k]
         return cand[top], exact[top]
+
+
+def _with_colour(where: Mapping[str, str] | None, colour: str | None) -> Mapping[str, str] | None:
+    if colour is None:
+        return where
+    from shoplens.colour import PALETTE
+
+    name = colour.strip().lower()
+    if name not in PALETTE:
+        raise UsageError(f"unknown colour {colour!r}; the palette: {', '.join(PALETTE)}")
+    return {**(where or {}), "colour": name}
 
 
 def _check_k(k: Any) -> int:

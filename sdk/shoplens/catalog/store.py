@@ -200,7 +200,7 @@ def write_index(
     with (work / "codes.bin").open("wb") as fh:
         for s, e in iter_chunks(n):
             fh.write(fmt.pack(np.asarray(codes[s:e])).tobytes())
-    cols = ColumnBuilder()
+    cols = ColumnBuilder(unfilterable=["colours"])  # "red 62%, white 31%": a description, not a filter
     offsets = np.empty(n + 1, np.uint64)
     offsets[0] = 0
     pos = 0

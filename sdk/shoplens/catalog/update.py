@@ -68,6 +68,7 @@ def add_products(
 
     Returns a summary: added, replaced, skipped (unreadable images), products, seconds.
     """
+    from shoplens.colour import ColourOptions
     from shoplens.embedder import Embedder
 
     root = Path(index)
@@ -80,7 +81,7 @@ def add_products(
     state = {"skipped": 0}
     kept: list[Product] = []
     vecs: list[np.ndarray] = []
-    with Embedder.create_from_model_path(model_path) as emb:
+    with Embedder.create_from_model_path(model_path, colour=ColourOptions(enabled=True)) as emb:
         if emb.dim != int(manifest["dim"]):
             raise DataError(f"{model_path} embeds {emb.dim}-d vectors, the index holds {manifest['dim']}-d")
         with progress(show_progress, f"embedding {src.path.name}", len(new)) as bar:

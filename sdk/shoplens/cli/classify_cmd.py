@@ -40,6 +40,13 @@ def classify_command(
     contract: Annotated[
         Path | None, typer.Option("--contract", help="Contract JSON for a model without ShopLens metadata.")
     ] = None,
+    colour: Annotated[
+        bool, typer.Option("--colour", "--color", help="Also name the product's colours (docs/sdk.md).")
+    ] = False,
+    white_balance: Annotated[
+        str | None,
+        typer.Option("--white-balance", help="With --colour: 'auto' (video and camera), or B,G,R gains."),
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Classify an image, every image in a folder, a video, or a live camera.
@@ -47,9 +54,10 @@ def classify_command(
     With --json, one JSON object per frame (JSON lines) and a summary line. Unreadable or invalid
     images in a folder are skipped, counted and named; a single unreadable image is an error.
 
-    Example: shoplens classify out/int8/model.tflite out/kiosk/frames --quality reject
+    Example: shoplens classify out/int8/model.tflite out/kiosk/frames --quality reject --colour
     """
     from shoplens.classifier import Classifier
+    from shoplens.colour import ColourOptions
     from shoplens.contract import PreprocessContract
     from shoplens.errors import InvalidFrameError
     from shoplens.internal.progress import progress
@@ -57,6 +65,10 @@ def classify_command(
     from shoplens.quality import QualityOptions
     from shoplens.sources import VIDEO_EXTENSIONS, open_source
 
+    if white_balance is not None and not colour:
+        from shoplens.errors import UsageError
+
+        raise UsageError("--white-balance goes with --colour")
     streaming = camera is not None or (source is not None and source.suffix.lower() in VIDEO_EXTENSIONS)
     video_mode = smooth and streaming
     base = BaseOptions(model_asset_path=model, num_threads=threads, delegate=delegate,
@@ -68,6 +80,7 @@ def classify_command(
         quality=QualityOptions(policy=quality),
         labels_path=labels,
         contract=PreprocessContract.load(contract) if contract else None,
+        colour=ColourOptions(enabled=colour, white_balance=_gains(white_balance)),
     )
     counts = {"frames": 0, "classified": 0, "rejected": 0, "unreadable": 0, "invalid": 0}
     t0 = time.perf_counter()
@@ -108,6 +121,8 @@ def classify_command(
                     out_console.print(f"{frame.name}: re-take ({result.quality.hint})")
                 else:
                     cats = ", ".join(f"{c.label} {c.score:.2f}" for c in result.categories)
+                    if result.colours:
+                        cats += " | " + ", ".join(f"{c.name} {c.share:.0%}" for c in result.colours)
                     out_console.print(f"{frame.name}: {cats}")
     for w in src.warnings:
         err_console.print(f"warning: {w}")
@@ -124,6 +139,18 @@ def classify_command(
             f"{counts['classified']} classified, {counts['rejected']} rejected by the quality gate, "
             f"{counts['unreadable']} unreadable, {counts['invalid']} invalid"
         )
+
+
+def _gains(value: str | None) -> str | tuple[float, float, float] | None:
+    from shoplens.errors import UsageError
+
+    if value is None or value == "auto":
+        return value
+    try:
+        b, g, r = (float(x) for x in value.split(","))
+    except ValueError:
+        raise UsageError(f"--white-balance takes 'auto' or three gains B,G,R, got {value!r}") from None
+    return (b, g, r)
 
 
 def _skip(json_out: bool, name: str, why: str, emit: Any) -> None:

@@ -114,13 +114,16 @@ def catalog(
     split: Annotated[str, typer.Option("--split", help="Fashion-MNIST split: train or test.")] = "train",
     seed: Annotated[int, typer.Option("--seed", help="Seed for ids, brands and prices.")] = 11,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing catalog.")] = False,
+    colours: Annotated[
+        bool, typer.Option("--colours", help="Paint the products in palette colours (a colour column too).")
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Generate a demo product catalog (images + products.csv) from Fashion-MNIST."""
     from shoplens.data.catalog_gen import generate_catalog
 
     res = generate_catalog(out, count=count, split=split, seed=seed, overwrite=overwrite,
-                           show_progress=show_progress(json_out))  # fmt: skip
+                           show_progress=show_progress(json_out), colours=colours)  # fmt: skip
     if json_out:
         print_json(res)
     else:

@@ -183,6 +183,9 @@ def search_command(
         list[str] | None,
         typer.Option("--where", help="Only products with COLUMN=VALUE (repeatable), e.g. brand=Acme."),
     ] = None,
+    colour: Annotated[
+        str | None, typer.Option("--colour", "--color", help="Only products of this main colour, e.g. red.")
+    ] = None,
     min_price: Annotated[
         float | None, typer.Option("--min-price", help="Only products at this price or more.")
     ] = None,
@@ -213,6 +216,8 @@ def search_command(
     idx.check_model(model)
     if category is not None and category not in idx.categories:
         raise UsageError(f"unknown category {category!r}; the index has: {', '.join(idx.categories)}")
+    if colour is not None and "colour" not in idx.filter_columns:
+        raise UsageError(f"{index} has no product colours: rebuild it, or give the catalog a colour column")
     for col in conditions:
         if col not in idx.filter_columns:
             raise UsageError(f"cannot filter on {col!r}; filter columns: {', '.join(idx.filter_columns)}")
@@ -230,9 +235,11 @@ def search_command(
     hits = []
     price = (min_price, max_price) if min_price is not None or max_price is not None else None
     if res.embedding is not None and (category is None or category in idx.categories):
-        hits = idx.search(res.embedding, k, category=category, where=conditions, price=price, exact=exact)
+        hits = idx.search(res.embedding, k, category=category, where=conditions, price=price, colour=colour,
+                          exact=exact)  # fmt: skip
     doc = {"query": str(image), "category_filter": category, "predicted_category": predicted,
-           "where": conditions, "price": list(price) if price else None, "index_kind": idx.kind,
+           "where": conditions, "colour": colour, "price": list(price) if price else None,
+           "index_kind": idx.kind,
            "exact": exact or idx.kind == "exact", "results": [h.to_dict() for h in hits]}  # fmt: skip
     if json_out:
         print_json(doc)

@@ -1,0 +1,352 @@
+"""The colour of the product in the frame, named from a shopping palette (``colours`` on results).
+
+Measured on the crop the model saw, at model size (``FrameView.resized``: no second resize of the
+camera frame), shrunk to ``GRID`` x ``GRID`` cells:
+
+1. **Light.** Optional white-balance gains (fixed for a calibrated camera, or a running gray-world
+   estimate over a stream's frames, :class:`WhiteBalance`), then exposure: a crop darker than
+   ``DIM_MEAN`` (mean of its sRGB values) is brightened to ``EXPOSED_MEAN`` (at most x2.5), as a
+   camera's auto-exposure would have.
+2. **Product, not background.** The crop's outer ring (``RING`` cells) is taken as background:
+   kiosk and shopper photos centre one item on a plain or textured surface. A cell is product when
+   its CIELAB colour is farther from the ring's mean than ``BACKGROUND_DELTA_E`` and than 1.5 times
+   the ring's own spread (CIE76, lightness at half weight, so shading and texture do not count).
+   When fewer than ``MIN_PRODUCT_SHARE`` of the cells qualify (a product the colour of its
+   background), the central cells are used.
+3. **Clusters and names.** Each product cell joins the cluster of its palette colour: a cell whose
+   chroma C* is under ``ACHROMATIC_CHROMA`` is black (L* < 30), white (L* > 78) or gray, never a
+   hue; any other cell takes the nearest chromatic reference under CMC(2:1), the colour difference
+   the textile trade uses (lightness at half weight). Each cluster reports its share of the product
+   cells and its mean CIELAB colour; clusters under ``MIN_SHARE`` are dropped; dominant first.
+
+Limits (docs/sdk.md): a single photo under coloured light is named as it looks (a white shirt
+under warm light reads beige); in a stream, ``white_balance="auto"`` removes the cast once it has
+seen ``WhiteBalance.MIN_FRAMES`` frames of varied scenes. A product the colour of its background
+falls back to the centre of the crop; a background pattern that reaches the centre can be read as
+product; light and dark variants (blue and navy, orange and brown) are told apart by lightness, so
+exposure matters.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from shoplens.errors import UsageError
+
+__all__ = [
+    "ACHROMATIC",
+    "CHROMATIC",
+    "PALETTE",
+    "ColourOptions",
+    "ProductColour",
+    "WhiteBalance",
+    "colours_of",
+    "name_lab",
+    "prepare_colour_names",
+    "product_colours",
+    "reference_lab",
+]
+
+# name -> sRGB reference (R, G, B); black, gray and white are named by lightness, not by nearness
+CHROMATIC: dict[str, tuple[int, int, int]] = {
+    "red": (200, 30, 40),
+    "orange": (240, 130, 30),
+    "yellow": (240, 215, 40),
+    "green": (40, 150, 60),
+    "teal": (0, 130, 130),
+    "blue": (25, 80, 235),
+    "navy": (20, 25, 90),
+    "purple": (130, 40, 150),
+    "pink": (240, 130, 170),
+    "brown": (120, 70, 35),
+    "beige": (215, 195, 160),
+}
+ACHROMATIC = ("black", "gray", "white")
+PALETTE = (*ACHROMATIC, *CHROMATIC)
+
+GRID = 16
+RING = 2
+DIM_MEAN = 0.30
+EXPOSED_MEAN = 0.45
+MAX_EXPOSURE_GAIN = 2.5
+BACKGROUND_DELTA_E = 14.0
+MIN_PRODUCT_SHARE = 0.06
+ACHROMATIC_CHROMA = 12.0
+BLACK_BELOW_L = 30.0
+WHITE_ABOVE_L = 78.0
+MIN_SHARE = 0.10
+BLEND_MIN_CHROMA = 20.0
+BLEND_COS = 0.94  # within 20 degrees of the background's hue
+BLEND_CHROMA_SHARE = 0.8
+BLEND_KEEP = 0.25
+CMC_L, CMC_C = 2.0, 1.0
+
+
+@dataclass(frozen=True)
+class ProductColour:
+    """A named colour of the product, its share of the product's cells (0-1) and its mean CIELAB."""
+
+    name: str
+    share: float
+    lab: tuple[float, float, float]
+
+    @property
+    def hex(self) -> str:
+        """The cluster's mean colour as sRGB ``#rrggbb`` (for a swatch on screen)."""
+        px = cv2.cvtColor(np.array([[self.lab]], np.float32), cv2.COLOR_Lab2RGB)[0, 0]
+        r, g, b = (round(float(np.clip(v, 0, 1)) * 255) for v in px)
+        return f"#{r:02x}{g:02x}{b:02x}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "share": round(self.share, 3), "lab": [round(v, 1) for v in self.lab],
+                "hex": self.hex}  # fmt: skip
+
+
+def _lab(rgb: tuple[int, int, int]) -> np.ndarray:
+    px = np.array([[[rgb[2], rgb[1], rgb[0]]]], np.float32) / 255.0
+    return np.asarray(cv2.cvtColor(px, cv2.COLOR_BGR2Lab)[0, 0], np.float32)
+
+
+def reference_lab(name: str) -> np.ndarray:
+    """The CIELAB reference of a palette name (achromatic names: a lightness, no chroma)."""
+    if name in CHROMATIC:
+        return _lab(CHROMATIC[name])
+    if name not in ACHROMATIC:
+        raise UsageError(f"unknown colour {name!r}; the palette: {', '.join(PALETTE)}")
+    return np.array([{"black": 15.0, "gray": 55.0, "white": 92.0}[name], 0.0, 0.0], np.float32)
+
+
+class _Cmc:
+    """CMC(l:c) distances from samples to the chromatic references (the references are the
+    standards, so every weighting term is computed once)."""
+
+    def __init__(self, refs: np.ndarray, k_l: float, k_c: float) -> None:
+        L1, a1, b1 = refs[:, 0], refs[:, 1], refs[:, 2]
+        C1 = np.hypot(a1, b1)
+        H1 = np.degrees(np.arctan2(b1, a1)) % 360
+        cos = np.cos(np.radians(H1 + np.where((H1 >= 164) & (H1 <= 345), 168, 35)))
+        t = np.where((H1 >= 164) & (H1 <= 345), 0.56 + np.abs(0.2 * cos), 0.36 + np.abs(0.4 * cos))
+        f = np.sqrt(C1**4 / (C1**4 + 1900))
+        sl = np.where(L1 < 16, 0.511, 0.040975 * L1 / (1 + 0.01765 * L1))
+        sc = 0.0638 * C1 / (1 + 0.0131 * C1) + 0.638
+        sh = sc * (f * t + 1 - f)
+        self.refs = refs.astype(np.float32)
+        self.c1 = C1.astype(np.float32)
+        self.wl = (1 / (k_l * sl) ** 2).astype(np.float32)
+        self.wc = (1 / (k_c * sc) ** 2).astype(np.float32)
+        self.wh = (1 / sh**2).astype(np.float32)
+
+    def nearest(self, lab: np.ndarray, chroma: np.ndarray) -> np.ndarray:
+        d_l = self.refs[None, :, 0] - lab[:, 0:1]
+        d_c = self.c1[None, :] - chroma[:, None]
+        d_ab = (self.refs[None, :, 1] - lab[:, 1:2]) ** 2 + (self.refs[None, :, 2] - lab[:, 2:3]) ** 2
+        d_h2 = np.maximum(d_ab - d_c**2, 0.0)
+        best: np.ndarray = np.argmin(d_l**2 * self.wl + d_c**2 * self.wc + d_h2 * self.wh, axis=1)
+        return best
+
+
+_CMC = _Cmc(np.stack([_lab(v) for v in CHROMATIC.values()]), CMC_L, CMC_C)
+_NAMES = (*ACHROMATIC, *CHROMATIC)
+
+
+def _names(lab: np.ndarray) -> np.ndarray:
+    """Palette index of each CIELAB row (0-2: black, gray, white; then the chromatic names)."""
+    chroma = np.hypot(lab[:, 1], lab[:, 2])
+    light = lab[:, 0]
+    grey = np.where(light < BLACK_BELOW_L, 0, np.where(light > WHITE_ABOVE_L, 2, 1))
+    return np.where(chroma < ACHROMATIC_CHROMA, grey, 3 + _CMC.nearest(lab, chroma))
+
+
+# The naming table: _names of every 8-bit CIELAB colour (OpenCV's encoding: L* x 2.55, a* + 128,
+# b* + 128) on a grid of 2 codes, built once (0.2 s), so naming a frame's cells is one lookup each.
+_lut: np.ndarray | None = None
+_SHIFT = 1
+
+
+def _table() -> np.ndarray:
+    """The naming table, indexed by each 8-bit CIELAB code shifted right by ``_SHIFT``."""
+    global _lut
+    if _lut is None:
+        step = 1 << _SHIFT
+        codes = np.arange(0, 256, step, dtype=np.float32) + (step - 1) / 2
+        grid = np.stack(np.meshgrid(codes / 2.55, codes - 128, codes - 128, indexing="ij"), axis=-1)
+        grid = grid.reshape(-1, 3).astype(np.float32)
+        names = np.concatenate([_names(grid[s : s + 65536]) for s in range(0, len(grid), 65536)])
+        _lut = names.astype(np.uint8).reshape(len(codes), len(codes), len(codes))
+    return _lut
+
+
+def prepare_colour_names() -> None:
+    """Build the naming table now (a task with colours on calls this when it is created)."""
+    _table()
+
+
+def name_lab(lab: Sequence[float] | np.ndarray) -> str:
+    """The palette name of one CIELAB colour (exact, without the table)."""
+    return _NAMES[int(_names(np.asarray(lab, np.float32).reshape(1, 3))[0])]
+
+
+def _layout(grid: int, ring: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[:grid, :grid]
+    edge = np.minimum(np.minimum(yy, xx), np.minimum(grid - 1 - yy, grid - 1 - xx))
+    return (
+        (edge < ring).astype(np.uint8),
+        np.flatnonzero(edge.ravel() >= ring),
+        np.flatnonzero(edge.ravel() >= grid // 4),
+    )
+
+
+_RING_MASK, _INNER, _CENTRE = _layout(GRID, RING)
+_INNER_MASK = np.zeros((GRID, GRID), bool)
+_INNER_MASK.ravel()[_INNER] = True
+_CENTRE_MASK = np.zeros((GRID, GRID), bool)
+_CENTRE_MASK.ravel()[_CENTRE] = True
+# squared CIE76 weights in OpenCV's 8-bit units: lightness at half weight (and L* = L8 / 2.55)
+_W8 = np.array([0.25 / 2.55**2, 1.0, 1.0], np.float32)
+_W8_ROW = _W8.reshape(1, 3)
+
+
+def shrink(resized: np.ndarray) -> np.ndarray:
+    """The crop as ``GRID`` x ``GRID`` x 3 uint8 (alpha dropped, gray expanded, float scaled)."""
+    small = cv2.resize(resized, (GRID, GRID), interpolation=cv2.INTER_LINEAR)
+    if small.dtype != np.uint8:
+        small = cv2.convertScaleAbs(small, alpha=255.0)  # float frames are in [0, 1]
+    if small.ndim == 2:
+        return cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
+    if small.shape[2] == 4:
+        return cv2.cvtColor(small, cv2.COLOR_BGRA2BGR)
+    return small
+
+
+def product_colours(
+    resized: np.ndarray, *, rgb: bool = False, gains: np.ndarray | None = None
+) -> tuple[ProductColour, ...]:
+    """The named colours of the product in a crop (uint8, or float in [0, 1]; BGR, RGB or BGRA;
+    ``gains``: white-balance multipliers in the crop's channel order), dominant first."""
+    return _colours(shrink(resized), rgb, gains)
+
+
+def colours_of(
+    resized: np.ndarray, white_balance: WhiteBalance, *, rgb: bool = False
+) -> tuple[ProductColour, ...]:
+    """:func:`product_colours` with a task's :class:`WhiteBalance` (which observes the frame)."""
+    small = shrink(resized)
+    return _colours(small, rgb, white_balance.gains(small))
+
+
+def _colours(small: np.ndarray, rgb: bool, gains: np.ndarray | None) -> tuple[ProductColour, ...]:
+    # OpenCV calls on the 16x16 cells and a few NumPy ones on the product's cells: tens of microseconds
+    if gains is not None:
+        small = cv2.multiply(small, (float(gains[0]), float(gains[1]), float(gains[2]), 0.0))  # saturates
+    m = cv2.mean(small)
+    mean = (m[0] + m[1] + m[2]) / 765.0
+    if mean < DIM_MEAN:
+        small = cv2.convertScaleAbs(small, alpha=min(EXPOSED_MEAN / max(mean, 1e-3), MAX_EXPOSURE_GAIN))
+    lab: np.ndarray = np.asarray(cv2.cvtColor(small, cv2.COLOR_RGB2LAB if rgb else cv2.COLOR_BGR2LAB))
+    mu_, sd = cv2.meanStdDev(lab, mask=_RING_MASK)
+    mu = mu_.ravel()
+    spread2 = float((sd.ravel() ** 2) @ _W8)  # mean squared distance of the ring to its mean
+    labf = lab.astype(np.float32)
+    d = labf - mu.astype(np.float32)
+    far = cv2.transform(cv2.multiply(d, d), _W8_ROW) > max(BACKGROUND_DELTA_E**2, 2.25 * spread2)
+    far &= _INNER_MASK
+    if np.count_nonzero(far) < MIN_PRODUCT_SHARE * len(_INNER):
+        far = _CENTRE_MASK
+    product = labf[far]
+    code = lab[far] >> _SHIFT  # the naming table's grid
+    idx = _table()[code[:, 0], code[:, 1], code[:, 2]]
+    ma, mb = float(mu[1]) - 128.0, float(mu[2]) - 128.0
+    bg_chroma = (ma * ma + mb * mb) ** 0.5
+    if bg_chroma > BLEND_MIN_CHROMA:  # cells that mix the background into a see-through or edge cell
+        a, b = product[:, 1] - 128.0, product[:, 2] - 128.0
+        c2 = a * a + b * b
+        dot = a * ma + b * mb
+        blend = (
+            (dot > 0)
+            & (dot * dot > (BLEND_COS * bg_chroma) ** 2 * c2)
+            & (c2 < (BLEND_CHROMA_SHARE * bg_chroma) ** 2)
+        )
+        if len(product) - int(np.count_nonzero(blend)) >= BLEND_KEEP * len(product):
+            product, idx = product[~blend], idx[~blend]
+    n = len(_NAMES)
+    counts = np.bincount(idx, minlength=n)
+    total = float(len(product))
+    keep = np.flatnonzero(counts >= MIN_SHARE * total)
+    out = []
+    for i in keep:
+        c = float(counts[i])
+        sel = product.sum(axis=0) if c == total else product[idx == i].sum(axis=0)
+        lab_mean = (float(sel[0]) / c / 2.55, float(sel[1]) / c - 128, float(sel[2]) / c - 128)
+        out.append(ProductColour(_NAMES[i], c / total, lab_mean))
+    return tuple(sorted(out, key=lambda c: -c.share))
+
+
+@dataclass(frozen=True)
+class ColourOptions:
+    """The product's colour on every result (off by default: the frame then costs nothing more).
+
+    Args:
+      enabled: name the product's colours (``result.colours``).
+      white_balance: None (the camera's own), ``"auto"`` (a running gray-world estimate over the
+        frames this task sees; for kiosk streams of varied scenes) or three gains in the frames'
+        channel order (a calibrated camera).
+    """
+
+    enabled: bool = False
+    white_balance: str | tuple[float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise UsageError(f"colour enabled must be True or False, got {self.enabled!r}")
+        WhiteBalance(self.white_balance)  # validates
+
+
+class WhiteBalance:
+    """White-balance gains for a camera: fixed, or estimated from the frames a task sees.
+
+    ``"auto"`` keeps a running gray-world estimate (the mean colour of many different scenes is
+    neutral; an exponential average over about ``WINDOW`` frames) and applies it once it has seen
+    ``MIN_FRAMES`` frames. Good for a kiosk whose camera and light are fixed and whose scenes vary;
+    wrong for a camera that always sees the same coloured surface (give fixed gains then).
+    """
+
+    WINDOW = 50
+    MIN_FRAMES = 30
+
+    def __init__(self, setting: str | Sequence[float] | None) -> None:
+        self.auto = setting == "auto"
+        self._lock = threading.Lock()
+        self._sum = np.zeros(3, np.float64)
+        self._weight = 0.0
+        self._frames = 0
+        self._fixed: np.ndarray | None = None
+        if setting is not None and not self.auto:
+            if isinstance(setting, str):
+                raise UsageError(f"white_balance must be 'auto', three gains or None, got {setting!r}")
+            g = np.asarray(setting, np.float32).reshape(-1)
+            if g.shape != (3,) or not np.all(np.isfinite(g)) or np.any(g <= 0):
+                raise UsageError(f"white-balance gains must be three positive numbers, got {list(setting)}")
+            self._fixed = g
+
+    def gains(self, small: np.ndarray) -> np.ndarray | None:
+        """The gains for this frame (``small``: the shrunk uint8 crop), after observing it."""
+        if self._fixed is not None:
+            return self._fixed
+        if not self.auto:
+            return None
+        decay = 1.0 - 1.0 / self.WINDOW
+        with self._lock:
+            self._sum = self._sum * decay + np.asarray(cv2.mean(small)[:3]) / 255.0
+            self._weight = self._weight * decay + 1.0
+            self._frames += 1
+            if self._frames < self.MIN_FRAMES:
+                return None
+            m = self._sum / self._weight
+        gains: np.ndarray = (m.mean() / np.maximum(m, 1e-3)).astype(np.float32)
+        return gains
