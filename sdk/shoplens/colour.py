@@ -210,6 +210,10 @@ _CENTRE_MASK.ravel()[_CENTRE] = True
 # squared CIE76 weights in OpenCV's 8-bit units: lightness at half weight (and L* = L8 / 2.55)
 _W8 = np.array([0.25 / 2.55**2, 1.0, 1.0], np.float32)
 _W8_ROW = _W8.reshape(1, 3)
+_AB_ROW = np.array([[0.0, 1.0, 1.0]], np.float32)
+_PACK_ROW = {side: np.array([[side * side, side, 1.0]], np.float32) for side in (32, 64, 128, 256)}
+_INNER_U8 = _INNER_MASK.astype(np.uint8) * np.uint8(255)
+_CENTRE_U8 = _CENTRE_MASK.astype(np.uint8) * np.uint8(255)
 
 
 def shrink(resized: np.ndarray) -> np.ndarray:
@@ -241,7 +245,9 @@ def colours_of(
 
 
 def _colours(small: np.ndarray, rgb: bool, gains: np.ndarray | None) -> tuple[ProductColour, ...]:
-    # OpenCV calls on the 16x16 cells and a few NumPy ones on the product's cells: tens of microseconds
+    # every step works on the 16x16 image at once, in OpenCV where it can (about 1 us a call): a
+    # frame costs a few tens of microseconds, most of it call overhead, not arithmetic (OpenCV's type
+    # stubs leave out scalar operands, hence the ignores)
     if gains is not None:
         small = cv2.multiply(small, (float(gains[0]), float(gains[1]), float(gains[2]), 0.0))  # saturates
     m = cv2.mean(small)
@@ -249,42 +255,46 @@ def _colours(small: np.ndarray, rgb: bool, gains: np.ndarray | None) -> tuple[Pr
     if mean < DIM_MEAN:
         small = cv2.convertScaleAbs(small, alpha=min(EXPOSED_MEAN / max(mean, 1e-3), MAX_EXPOSURE_GAIN))
     lab: np.ndarray = np.asarray(cv2.cvtColor(small, cv2.COLOR_RGB2LAB if rgb else cv2.COLOR_BGR2LAB))
-    mu_, sd = cv2.meanStdDev(lab, mask=_RING_MASK)
-    mu = mu_.ravel()
-    spread2 = float((sd.ravel() ** 2) @ _W8)  # mean squared distance of the ring to its mean
+    mu_, sd_ = cv2.meanStdDev(lab, mask=_RING_MASK)
+    (mu_l, mu_a, mu_b), (sd_l, sd_a, sd_b) = mu_.ravel().tolist(), sd_.ravel().tolist()
+    w_l = float(_W8[0])
+    spread2 = w_l * sd_l * sd_l + sd_a * sd_a + sd_b * sd_b  # mean squared distance of the ring to its mean
     labf = lab.astype(np.float32)
-    d = labf - mu.astype(np.float32)
-    far = cv2.transform(cv2.multiply(d, d), _W8_ROW) > max(BACKGROUND_DELTA_E**2, 2.25 * spread2)
-    far &= _INNER_MASK
-    if np.count_nonzero(far) < MIN_PRODUCT_SHARE * len(_INNER):
-        far = _CENTRE_MASK
-    product = labf[far]
-    code = lab[far] >> _SHIFT  # the naming table's grid
-    idx = _table()[code[:, 0], code[:, 1], code[:, 2]]
-    ma, mb = float(mu[1]) - 128.0, float(mu[2]) - 128.0
+    d = cv2.subtract(labf, (mu_l, mu_a, mu_b, 0.0))  # type: ignore[call-overload]
+    dist = cv2.transform(cv2.multiply(d, d), _W8_ROW)
+    far = cv2.compare(dist, max(BACKGROUND_DELTA_E**2, 2.25 * spread2), cv2.CMP_GT)  # type: ignore[call-overload]
+    product = cv2.bitwise_and(far, _INNER_U8)
+    if cv2.countNonZero(product) < MIN_PRODUCT_SHARE * len(_INNER):
+        product = _CENTRE_U8
+    ma, mb = mu_a - 128.0, mu_b - 128.0
     bg_chroma = (ma * ma + mb * mb) ** 0.5
     if bg_chroma > BLEND_MIN_CHROMA:  # cells that mix the background into a see-through or edge cell
-        a, b = product[:, 1] - 128.0, product[:, 2] - 128.0
-        c2 = a * a + b * b
-        dot = a * ma + b * mb
-        blend = (
-            (dot > 0)
-            & (dot * dot > (BLEND_COS * bg_chroma) ** 2 * c2)
-            & (c2 < (BLEND_CHROMA_SHARE * bg_chroma) ** 2)
-        )
-        if len(product) - int(np.count_nonzero(blend)) >= BLEND_KEEP * len(product):
-            product, idx = product[~blend], idx[~blend]
-    n = len(_NAMES)
-    counts = np.bincount(idx, minlength=n)
-    total = float(len(product))
-    keep = np.flatnonzero(counts >= MIN_SHARE * total)
+        # within 20 degrees of the background's hue (a dot product over cos 20 deg of both chromas)
+        # and under 80 % of its chroma
+        dot = cv2.transform(labf, np.array([[0.0, ma, mb, -128.0 * (ma + mb)]], np.float32))
+        ab = cv2.subtract(labf, (0.0, 128.0, 128.0, 0.0))  # type: ignore[call-overload]
+        c2 = cv2.transform(cv2.multiply(ab, ab), _AB_ROW)
+        near_hue = cv2.compare(cv2.scaleAdd(cv2.sqrt(c2), -BLEND_COS * bg_chroma, dot), 0.0, cv2.CMP_GT)  # type: ignore[call-overload]
+        paler = cv2.compare(c2, (BLEND_CHROMA_SHARE * bg_chroma) ** 2, cv2.CMP_LT)
+        blend_u8 = cv2.bitwise_and(cv2.bitwise_and(near_hue, paler), product)
+        n_product, n_blend = cv2.countNonZero(product), cv2.countNonZero(blend_u8)
+        if n_product - n_blend >= BLEND_KEEP * n_product:
+            product = cv2.subtract(product, blend_u8)
+    side = 256 >> _SHIFT  # the naming table's grid: one flat index per cell, exact in float32
+    code = cv2.transform((lab >> _SHIFT).astype(np.float32), _PACK_ROW[side]).astype(np.int32)
+    names = np.take(_table().reshape(-1), code)
+    idx = names[product.view(bool)]
+    counts = np.bincount(idx, minlength=len(_NAMES))
+    total = float(len(idx))
     out = []
-    for i in keep:
+    for i in np.flatnonzero(counts >= MIN_SHARE * total).tolist():
         c = float(counts[i])
-        sel = product.sum(axis=0) if c == total else product[idx == i].sum(axis=0)
-        lab_mean = (float(sel[0]) / c / 2.55, float(sel[1]) / c - 128, float(sel[2]) / c - 128)
-        out.append(ProductColour(_NAMES[i], c / total, lab_mean))
-    return tuple(sorted(out, key=lambda c: -c.share))
+        mask = product if c == total else cv2.bitwise_and(product, cv2.compare(names, i, cv2.CMP_EQ))  # type: ignore[call-overload]
+        sel = cv2.mean(labf, mask=mask)
+        out.append(ProductColour(_NAMES[i], c / total, (sel[0] / 2.55, sel[1] - 128.0, sel[2] - 128.0)))
+    if len(out) > 1:
+        out.sort(key=lambda c: -c.share)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
