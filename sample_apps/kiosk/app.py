@@ -7,11 +7,19 @@ Run it after ``make demo`` (which converts the reference model and renders a kio
     .venv/bin/python sample_apps/kiosk/app.py --headless             # JSON lines on stdout, no server
     .venv/bin/python sample_apps/kiosk/app.py --index out/demo/index # + the 4 most similar products
 
-The SDK runs in LIVE_STREAM mode with smoothing and the quality gate (policy ``reject``): a blurred
-or badly lit frame shows the re-take prompt instead of a label. The page (standard library
-``http.server``, no framework) shows the live frame (refreshed JPEG, or ``/stream.mjpg``), the
-smoothed top label and score, the top 3, the prompt, fps and latency. ``/api/result`` serves the
-latest result as JSON, ``/healthz`` the health (503 while the camera is unavailable).
+The SDK runs in LIVE_STREAM mode with smoothing and the quality gate (policy ``reject``). Every
+result puts the page in one state (``answer`` in ``/api/result``), never a stale one:
+
+- ``confident``: the smoothed top label, its score, the top 3 (the same smoothed scores) and colours;
+- ``not_sure``: the top score is under ``--confident`` (0.85, chosen on data so that 95 % of the
+  confident answers are right: ``python -m benchmarks.kiosk_confidence``); "not sure, turn the item";
+- ``retake``: the gate rejected the frame; its prompt ("hold the item still") and no label;
+- ``no_camera``: the camera delivers nothing; "camera unavailable" instead of the frame.
+
+In ``not_sure`` and ``retake`` the last confident answer is shown as such ("last item: Dress"),
+never as the current one. Similar products (``--index``) are replaced only when the item changes,
+with names and prices. Operator figures (fps, ms, frame number) are behind the page's "operator"
+toggle and on ``/healthz`` (503 while the camera is unavailable); ``/api/result`` serves the state.
 
 A camera that stops delivering frames (``read()`` fails, or the video file disappears) is shown
 as "camera unavailable" and reopened every second; SIGINT and SIGTERM shut everything down
@@ -69,8 +77,9 @@ class Kiosk:
         self.results = 0
         self.fps = 0.0
         self.last_result_t = 0.0
-        self.state: dict[str, Any] = {"status": "starting", "label": None, "score": None, "top3": [],
-                                      "prompt": "", "similar": [], "colours": []}  # fmt: skip
+        self.state: dict[str, Any] = {"status": "starting", "answer": "none", "label": None, "score": None,
+                                      "top3": [], "prompt": "", "similar": [], "colours": [],
+                                      "last_item": None}  # fmt: skip
         self.clf = Classifier(ImageClassifierOptions(
             base_options=BaseOptions(model_asset_path=args.model, num_threads=args.threads),
             running_mode=RunningMode.LIVE_STREAM,
@@ -96,13 +105,8 @@ class Kiosk:
             s["timestamp_ms"] = ts
             s["latency_ms"] = round(result.timing.total_ms, 2)
             s["fps"] = round(self.fps, 1)
-            s["prompt"] = result.quality.hint if result.rejected else ""
             s["reasons"] = list(result.quality.reasons)
-            if not result.rejected and result.categories:
-                s["label"] = result.categories[0].label
-                s["score"] = round(result.categories[0].score, 4)
-                s["top3"] = [{"label": c.label, "score": round(c.score, 4)} for c in result.categories[:3]]
-                s["colours"] = [c.to_dict() for c in result.colours]
+            s.update(answer_state(result, self.args.confident, s.get("last_item")))
             s["stream"] = self.clf.stream_stats.to_dict()
         if self.args.headless:
             line = {"source_frame": pos, **result.to_dict()}
@@ -111,7 +115,9 @@ class Kiosk:
                 sys.stdout.flush()
             except BrokenPipeError:  # the reader went away (e.g. | head): stop quietly
                 self.stop.set()
-        if self.search is not None and frame is not None and not result.rejected and result.categories:
+        with self.lock:
+            confident = self.state["answer"] == "confident"
+        if self.search is not None and frame is not None and confident:
             similar = self.search.maybe_update(frame, result.categories[0].label)
             if similar is not None:
                 with self.lock:
@@ -126,8 +132,8 @@ class Kiosk:
             frame = self.source.read()
             if frame is None:
                 with self.lock:
-                    self.state["status"] = "camera unavailable"
-                    self.state["prompt"] = ""
+                    self.state.update(status="camera unavailable", answer="no_camera", prompt="", label=None,
+                                      score=None, top3=[], colours=[])  # fmt: skip
                 if self.args.once and not self.source.is_camera and self.frames_read:
                     self.stop.set()
                     break
@@ -177,6 +183,29 @@ class Kiosk:
             self.search.close()
 
 
+def answer_state(result: Any, confident: float, last_item: dict[str, Any] | None) -> dict[str, Any]:
+    """What the page shows for one result: one state, and nothing left over from an earlier frame."""
+    top = result.categories[0] if result.categories and not result.rejected else None
+    if result.rejected or top is None:
+        answer, prompt = "retake", (result.quality.hint if result.rejected else "show an item")
+    elif top.score < confident:
+        answer, prompt = "not_sure", "not sure: turn the item or hold it closer"
+    else:
+        answer, prompt = "confident", ""
+        last_item = {"label": top.label, "score": round(top.score, 4)}
+    shown = answer == "confident"
+    return {
+        "answer": answer,
+        "prompt": prompt,
+        "label": top.label if shown and top is not None else None,
+        "score": round(top.score, 4) if shown and top is not None else None,
+        # the top 3 of the same smoothed scores as the headline, or nothing
+        "top3": [{"label": c.label, "score": round(c.score, 4)} for c in result.categories[:3] if shown],
+        "colours": [c.to_dict() for c in result.colours] if shown else [],
+        "last_item": last_item,
+    }
+
+
 class SimilarProducts:
     """The 4 most similar catalog products for the current item, refreshed when the label changes."""
 
@@ -198,7 +227,7 @@ class SimilarProducts:
         if r.embedding is None:
             return None
         hits = self.index.search(r.embedding, 4, category=label)
-        return [{**h.to_dict(), "thumb": f"/thumb/{h.row}"} for h in hits]
+        return [{**h.to_dict(), "name": _product_name(h.product), "thumb": f"/thumb/{h.row}"} for h in hits]
 
     def thumbnail(self, i: int) -> bytes | None:
         if not 0 <= i < self.index.rows or self.index.is_removed(i):
@@ -214,6 +243,12 @@ class SimilarProducts:
         self.embedder.close()
 
 
+def _product_name(product: Any) -> str:
+    """A shopper's name for a catalog product: brand and category ("Lumen Ankle boot")."""
+    brand = product.attributes.get("brand", "")
+    return f"{brand} {product.category}".strip() if product.category else (brand or product.id)
+
+
 def make_handler(kiosk: Kiosk) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "ShopLensKiosk/1"
@@ -221,11 +256,11 @@ def make_handler(kiosk: Kiosk) -> type[BaseHTTPRequestHandler]:
         def log_message(self, fmt: str, *args: Any) -> None:  # quiet: the page polls often
             pass
 
-        def _send(self, code: int, body: bytes, ctype: str) -> None:
+        def _send(self, code: int, body: bytes, ctype: str, cache: str = "no-store") -> None:
             self.send_response(code)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
+            self.send_header("Cache-Control", cache)
             self.end_headers()
             self.wfile.write(body)
 
@@ -253,7 +288,7 @@ def make_handler(kiosk: Kiosk) -> type[BaseHTTPRequestHandler]:
                 if img is None:
                     self._send(404, b"no such product", "text/plain")
                 else:
-                    self._send(200, img, "image/jpeg")
+                    self._send(200, img, "image/jpeg", "max-age=3600")  # a product's picture does not change
             else:
                 self._send(404, b"not found", "text/plain")
 
@@ -290,12 +325,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--headless", action="store_true", help="JSON lines on stdout instead of the page")
     ap.add_argument("--once", action="store_true", help="stop at the end of a video instead of looping")
     ap.add_argument("--no-colour", action="store_true", help="do not name the product's colours")
+    ap.add_argument("--confident", type=float, default=0.85,
+                    help="lowest smoothed score shown as an answer (below: 'not sure'; chosen on data, "
+                         "python -m benchmarks.kiosk_confidence)")  # fmt: skip
     ap.add_argument("--fast", action="store_true", help="do not pace a video at its frame rate")
     return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not 0.0 <= args.confident <= 1.0:
+        sys.stderr.write(f"error: --confident must be in [0, 1], got {args.confident}\n")
+        return 2
     if not Path(args.model).is_file():
         sys.stderr.write(f"error: model {args.model} does not exist; run 'make demo' first or pass --model\n")
         return 2
