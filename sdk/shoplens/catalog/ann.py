@@ -71,28 +71,12 @@ class HnswGraph:
     @classmethod
     def load(cls, path: Path, *, size: int, sha256: str) -> HnswGraph:
         """The graph in memory, to add or remove (checked like :meth:`open`)."""
-        _check_file(path, size, sha256)
-        u = _usearch()
-        try:
-            index = u.Index.restore(str(path), view=False)
-        except (RuntimeError, ValueError) as exc:
-            raise DataError(f"index graph {path} cannot be read: {exc}") from None
-        if index is None:
-            raise DataError(f"index graph {path} is not a usearch index")
-        return cls(index, writable=True)
+        return cls(_restore(path, size, sha256, view=False), writable=True)
 
     @classmethod
     def open(cls, path: Path, *, size: int, sha256: str) -> HnswGraph:
         """The graph memory-mapped, read-only."""
-        _check_file(path, size, sha256)
-        u = _usearch()
-        try:
-            index = u.Index.restore(str(path), view=True)
-        except (RuntimeError, ValueError) as exc:
-            raise DataError(f"index graph {path} cannot be read: {exc}") from None
-        if index is None:
-            raise DataError(f"index graph {path} is not a usearch index")
-        return cls(index, writable=False)
+        return cls(_restore(path, size, sha256, view=True), writable=False)
 
     def add(self, rows: np.ndarray, heads: np.ndarray, *, threads: int = 0) -> None:
         self._require_writable()
@@ -137,6 +121,18 @@ class HnswGraph:
     @property
     def memory_bytes(self) -> int:
         return int(self._index.memory_usage)
+
+
+def _restore(path: Path, size: int, sha256: str, *, view: bool) -> Any:
+    """A usearch index from its file, checked first (size and sha256); DataError when unreadable."""
+    _check_file(path, size, sha256)
+    try:
+        index = _usearch().Index.restore(str(path), view=view)
+    except (RuntimeError, ValueError) as exc:
+        raise DataError(f"index graph {path} cannot be read: {exc}") from None
+    if index is None:
+        raise DataError(f"index graph {path} is not a usearch index")
+    return index
 
 
 def _check_file(path: Path, size: int, sha256: str) -> None:

@@ -9,6 +9,11 @@ import typer
 
 from shoplens.cli._common import out_console, print_json, show_progress
 
+# the embedding model of an existing index: it names its own, and another one is refused
+IndexModel = Annotated[
+    Path | None, typer.Option("--model", "-m", help="Embedding model (default: the one the index names).")
+]
+
 index_app = typer.Typer(
     help="Build, update and inspect a product index for visual search.", no_args_is_help=True
 )
@@ -72,9 +77,7 @@ def build_command(
 def add_command(
     index: Annotated[Path, typer.Argument(help="Index directory to add to.")],
     catalog: Annotated[Path, typer.Argument(help="Image folder or products CSV of the new products.")],
-    model: Annotated[
-        Path | None, typer.Option("--model", "-m", help="Embedding model (default: the one the index names).")
-    ] = None,
+    model: IndexModel = None,
     replace: Annotated[
         bool, typer.Option("--replace", help="Products already in the index are replaced (else refused).")
     ] = False,
@@ -168,9 +171,7 @@ def _where(items: list[str] | None) -> dict[str, str]:
 def search_command(
     index: Annotated[Path, typer.Argument(help="Index directory from 'shoplens index build'.")],
     image: Annotated[Path, typer.Argument(help="Query photo.")],
-    model: Annotated[
-        Path | None, typer.Option("--model", "-m", help="Embedding model (default: the one the index names).")
-    ] = None,
+    model: IndexModel = None,
     k: Annotated[int, typer.Option("--k", help="Products to return.")] = 10,
     category: Annotated[
         str | None, typer.Option("--category", help="Only products of this category.")
