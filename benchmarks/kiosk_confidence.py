@@ -65,7 +65,7 @@ def measure(model: Path, frames: int = 6000, seed: int = 11) -> dict:
         table.append({"threshold": t, "coverage": round(float(shown.mean()), 4),
                       "precision": round(float(ok_[shown].mean()), 4) if shown.any() else None})  # fmt: skip
     chosen = next((r for r in table if r["precision"] is not None and r["precision"] >= PRECISION), table[-1])
-    return {"frames": frames, "answered": int(len(s)), "top1_all": round(float(ok_.mean()), 4),
+    return {"frames": frames, "answered": len(s), "top1_all": round(float(ok_.mean()), 4),
             "target_precision": PRECISION, "chosen": chosen, "table": table}  # fmt: skip
 
 

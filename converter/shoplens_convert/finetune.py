@@ -64,10 +64,12 @@ def recalibrate_batchnorm(model: Any, x: np.ndarray, *, images: int = 1024, batc
     """Set every BatchNormalization's moving statistics to the exact mean over ``images`` of ``x``.
 
     Fine-tuning moves the moving averages by 1 % a step (momentum 0.99), so after a short pruning
-    run they still describe the dense model whose channels pruning has since shrunk; in inference
-    mode the pruned model then answers from stale statistics (docs/model_zoo.md has the measured
-    effect). One forward pass in training mode per batch, with momentum k/(k+1) at batch k, makes the moving statistics the average over the
-    batches; no weight is trained. Returns how many layers were recalibrated (any depth).
+    run they still describe the dense model, before half its weights were zeroed; in inference mode
+    the pruned model then answers from stale statistics (measured on MobileNet at half width, 50 %
+    sparsity, two epochs on 2,048 images: top-1 agreement with the source 0.27 without this, 0.60
+    with it). One forward pass in training mode per batch, with momentum k/(k+1) at batch k, makes
+    the moving statistics the average over the batches; no weight is trained. Returns how many
+    layers were recalibrated (at any depth).
     """
     tfk = tf_keras()
     layers = [ly for ly in _all_layers(model) if isinstance(ly, tfk.layers.BatchNormalization)]
