@@ -348,6 +348,11 @@ def main(argv: list[str] | None = None) -> int:
             {"recipe": name, "bytes": len(m), **{f"t{t}": where_int8_pays.time_invoke(m, t) for t in (1, 2)}}
             for name, m in models.items()
         ]
+    print("channel pruning (structured) on the reference model", flush=True)
+    from benchmarks import channels
+
+    r["channels"] = channels.run(quick, (0.5,) if quick else channels.RATIOS)
+    targets.update(channels.targets(r["channels"]))
     targets.update(size_targets(r))
     print("visual search", flush=True)
     from benchmarks.search import run as search_run

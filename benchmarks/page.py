@@ -192,6 +192,10 @@ def render_markdown(r: dict) -> str:
             "at float32 speed (its weights are expanded to float32 at load), and dynamic-range "
             "quantization is the slowest of all: do not pick it for x86 kiosks.",
         ]
+    if "channels" in r:
+        from benchmarks.channels import markdown as channel_markdown
+
+        lines += channel_markdown(r["channels"])
     if "colour" in r:
         lines += colour_markdown(r["colour"], r.get("peers", {}))
     if "search" in r:

@@ -32,6 +32,7 @@ class ConvertOptions:
     labels: Path | None = None
     contract: Path | None = None
     prune: float | None = None
+    prune_channels: float | None = None  # share of the channels removed (structured pruning)
     train_data: str | None = None
     prune_epochs: int = 2
     prune_freeze_batchnorm: bool = False
@@ -61,6 +62,13 @@ class ConvertOptions:
             raise UsageError(f"--prune sparsity must be strictly between 0 and 1, got {self.prune}")
         if self.prune is not None and not self.train_data:
             raise UsageError("--prune needs --train-data to fine-tune on")
+        if self.prune_channels is not None and not 0.0 < float(self.prune_channels) < 1.0:
+            raise UsageError(
+                f"--prune-channels (the share of channels removed) must be strictly between 0 and 1, "
+                f"got {self.prune_channels}"
+            )
+        if self.prune_channels is not None and not self.train_data:
+            raise UsageError("--prune-channels needs --train-data to fine-tune the slimmed model on")
         if self.max_drop is not None and not (np.isfinite(self.max_drop) and self.max_drop >= 0):
             raise UsageError(f"--max-drop must be >= 0 points, got {self.max_drop}")
         if self.max_drop is not None and not self.eval_data:

@@ -26,7 +26,7 @@ import numpy as np
 from shoplens.contract import PreprocessContract
 from shoplens.data.datasets import Dataset
 from shoplens.data.spec import open_dataset
-from shoplens.errors import ConversionError, DataError, UsageError
+from shoplens.errors import ConversionError, DataError, ModelError, UsageError
 from shoplens.metrics import EvalResult, evaluate_tflite
 from shoplens_convert.auto import auto_select
 from shoplens_convert.edgetpu_target import make_static
@@ -53,7 +53,7 @@ from shoplens_convert.options import TARGETS, ConvertOptions
 from shoplens_convert.prepare import Prepared, SourceGraph, analyse_source, prepare_model
 from shoplens_convert.quantize import quantize
 from shoplens_convert.recipes import Recipe
-from shoplens_convert.report import conversion_report
+from shoplens_convert.report import conversion_report, latency_ms
 from shoplens_convert.result import OUTPUT_FILES, ConversionResult, check_output_dir
 from shoplens_convert.standard_metadata import ModelDescription, embed_standard_metadata
 
@@ -107,7 +107,9 @@ def load_source(model_path: str | Path, o: ConvertOptions, recipe: Recipe) -> So
     contract = find_sidecar_contract(loaded.path, o.contract)
     check_contract_fits(loaded, contract)
     labels = find_labels(loaded.path, o.labels, loaded.num_classes)
-    edits = o.prune is not None or recipe.qat or o.bake_preprocessing or contract.per_channel
+    edits = o.prune is not None or o.prune_channels is not None or recipe.qat or o.bake_preprocessing or (
+        contract.per_channel
+    )
     if loaded.format == "tf_saved_model" and edits:  # say so before minutes of data reading
         raise UsageError(
             f"{loaded.path} is a plain TF SavedModel (no Keras graph); pruning, QAT and folding need "
@@ -137,7 +139,7 @@ def read_data(src: Source, o: ConvertOptions, recipe: Recipe) -> Data:
                 "(the data holds no more readable images); int8 ranges may be less accurate"
             )
     train = None
-    if o.train_data and (o.prune is not None or recipe.qat):
+    if o.train_data and (o.prune is not None or o.prune_channels is not None or recipe.qat):
         train_ds = open_dataset(o.train_data, labels=src.labels)
         train = preprocessed_arrays(train_ds, src.contract, None, what="training data", show_progress=show)
         if train[1].size and int(train[1].max()) >= len(src.labels):
@@ -160,6 +162,43 @@ def _probe(data: Data, contract: PreprocessContract) -> np.ndarray:
     lo, hi = contract.value_range or (0.0, 1.0)
     return np.random.default_rng(0).uniform(lo, hi, (4, contract.height, contract.width,
                                                      contract.channels)).astype(np.float32)  # fmt: skip
+
+
+def channel_stage(
+    src: Source, data: Data, o: ConvertOptions, output_kind: str
+) -> tuple[Source, dict[str, Any]]:
+    """Remove a share of the channels (structured pruning) and fine-tune the slimmed Keras model."""
+    import dataclasses
+
+    import keras
+
+    from shoplens_convert.channels import fine_tune_keras, prune_channels
+    from shoplens_convert.embedding import find_embedding_layer
+
+    model = src.loaded.model
+    if not isinstance(model, keras.Model):
+        raise ModelError(
+            f"--prune-channels needs a Keras 3 model (.keras); {src.loaded.path} is {src.loaded.format}"
+        )
+    if data.train is None:  # pragma: no cover - the options require --train-data
+        raise UsageError("--prune-channels needs --train-data to fine-tune on")
+    keep = (find_embedding_layer(model, o.embedding),) if o.embedding else ()  # its dimension stays
+    res = prune_channels(model, float(o.prune_channels or 0), keep=keep)
+    x, y = data.train
+    lr = o.learning_rate or 1e-3
+    trained = fine_tune_keras(res.model, x, y, epochs=o.prune_epochs, output=output_kind, learning_rate=lr,
+                              show_progress=o.show_progress)  # fmt: skip
+    block = {
+        "ratio": float(o.prune_channels or 0),
+        "criterion": "filter L1 norm, the same ratio in every prunable group, multiples of 4 channels",
+        "params_before": res.params_before,
+        "params_after": res.params_after,
+        "macs_before": res.macs_before,
+        "macs_after": res.macs_after,
+        "groups": res.groups,
+        "fine_tune": trained,
+    }
+    return dataclasses.replace(src, loaded=dataclasses.replace(src.loaded, model=res.model)), block
 
 
 def prune_stage(work: Prepared, o: ConvertOptions, output_kind: str) -> tuple[Prepared, dict[str, Any]]:
@@ -274,6 +313,11 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
             show_progress=o.show_progress,
         )  # fmt: skip
         clock.lap("evaluate_source")
+    dense_model = src.loaded.model
+    channel_block = None
+    if o.prune_channels is not None:
+        src, channel_block = channel_stage(src, data, o, output_kind)
+        clock.lap("prune_channels")
     work = prepare_model(
         src.loaded, src.graph, src.contract, needs_bridge=o.prune is not None or recipe.qat,
         bake=o.bake_preprocessing, swap_bgr=o.bake_bgr, calibration=data.calibration, train=data.train,
@@ -281,6 +325,8 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
     )  # fmt: skip
     clock.lap("bridge")
     parts: dict[str, Any] = {**data.report, **work.report}
+    if channel_block is not None:
+        parts["prune_channels"] = channel_block
     if o.prune is not None:
         work, parts["prune"] = prune_stage(work, o, output_kind)
         clock.lap("prune")
@@ -305,7 +351,20 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
     clock.lap("quantize_and_evaluate")
     parts.update(q.report)
     # sizes compare with the unpruned source, packed the same way as every output
-    float_ref = compact_model(quantize(src.loaded.model, "float32"))
+    float_ref = compact_model(quantize(dense_model, "float32"))
+    if channel_block is not None and q.model is not None and data.calibration is not None:
+        # the dense model through the same int8 conversion: what the channels removed saved
+        dense = package(quantize(dense_model, "int8", calibration=data.calibration, io_type=o.io_type,
+                                 per_tensor=o.per_tensor, static_batch=o.target == "edgetpu"))  # fmt: skip
+        channel_block["int8_bytes_before"], channel_block["int8_bytes_after"] = len(dense), len(q.model)
+        if o.latency_runs:
+            before = latency_ms(dense, o.latency_runs, data.eval)
+            after = latency_ms(q.model, o.latency_runs, data.eval)
+            channel_block["invoke_ms_before"] = before.get("invoke_p50")
+            channel_block["invoke_ms_after"] = after.get("invoke_p50")
+            channel_block["frame_ms_before"] = before.get("end_to_end_p50")
+            channel_block["frame_ms_after"] = after.get("end_to_end_p50")
+        clock.lap("dense_reference")
     report = conversion_report(
         src.loaded, recipe, o, q.chosen, q.model, float_ref, q.comparison, output_kind, output_why,
         src.labels, src.contract, work.contract, parts, list(data.warnings),

@@ -247,6 +247,32 @@ def render_markdown(r: dict[str, Any]) -> str:
                 + "; ".join(sorted(set(p["left_dense"].values())))
                 + ")"
             )
+    if r.get("prune_channels"):
+        c = r["prune_channels"]
+        lines += [
+            "",
+            f"## Channel pruning ({c['ratio']:.0%} of the channels of each prunable group)",
+            f"- criterion: {c['criterion']}",
+            f"- parameters: {c['params_before']:,} -> {c['params_after']:,}; "
+            f"MACs: {c['macs_before']:,} -> {c['macs_after']:,}",
+        ]
+        if "int8_bytes_before" in c:
+            lines.append(f"- int8 model: {_kb(c['int8_bytes_before'])} -> {_kb(c['int8_bytes_after'])}")
+        if c.get("invoke_ms_before") is not None:
+            lines.append(
+                f"- invoke p50 (1 thread): {c['invoke_ms_before']} -> {c['invoke_ms_after']} ms; whole frame "
+                f"{c['frame_ms_before']} -> {c['frame_ms_after']} ms"
+            )
+        ft = c["fine_tune"]
+        lines += [
+            f"- fine-tune: {ft['epochs']} epochs on {ft['images']} images, {ft['seconds']} s",
+            "",
+            "| layers | channels | why |",
+            "|---|---:|---|",
+        ]
+        for g in c["groups"]:
+            width = f"{g['channels_before']} -> {g['channels_after']}"
+            lines.append(f"| {', '.join(g['layers'])} | {width} | {g['why']} |")
     if r.get("qat"):
         q = r["qat"]["fine_tune"]
         lines.append(f"\n## QAT\n- {q['epochs']} epochs on {q['images']} images, {q['seconds']} s")

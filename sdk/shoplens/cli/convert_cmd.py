@@ -38,11 +38,19 @@ def convert_command(
     prune: Annotated[
         float | None, typer.Option("--prune", help="Target sparsity in (0, 1), e.g. 0.5.")
     ] = None,
+    prune_channels: Annotated[
+        float | None,
+        typer.Option(
+            "--prune-channels",
+            help="Share of channels to remove in (0, 1), e.g. 0.5: a smaller, faster model (structured "
+            "pruning; fine-tuned on --train-data for --prune-epochs).",
+        ),
+    ] = None,
     train_data: Annotated[
         str | None, typer.Option("--train-data", help=f"Fine-tuning data. {_DATA_HELP}")
     ] = None,
     prune_epochs: Annotated[
-        int, typer.Option("--prune-epochs", help="Fine-tuning epochs while pruning.")
+        int, typer.Option("--prune-epochs", help="Fine-tuning epochs while pruning (weights or channels).")
     ] = 2,
     prune_freeze_bn: Annotated[
         bool, typer.Option("--prune-freeze-bn", help="Keep BatchNorm statistics fixed while pruning.")
@@ -109,7 +117,8 @@ def convert_command(
     from shoplens_convert.pipeline import ConvertOptions, check_output_dir, convert  # lazy: TensorFlow
 
     options = ConvertOptions(
-        recipe=recipe, labels=labels, contract=contract, prune=prune, train_data=train_data,
+        recipe=recipe, labels=labels, contract=contract, prune=prune, prune_channels=prune_channels,
+        train_data=train_data,
         prune_epochs=prune_epochs, prune_freeze_batchnorm=prune_freeze_bn, qat_epochs=qat_epochs,
         learning_rate=learning_rate, calib_data=calib_data,
         calib_count=calib_count, eval_data=eval_data, max_drop=max_drop, target=target, io_type=io_type,

@@ -1,0 +1,123 @@
+"""Structured (channel) pruning: whole channels removed, grouped across residual Adds, converted,
+loaded by the SDK and by MediaPipe, and refused by the guard when it breaks accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import one_line_error, run_cli
+from shoplens.errors import UsageError
+from shoplens_convert.channels import plan_channels, prune_channels
+
+
+def _load(path: Path):
+    import keras
+
+    return keras.saving.load_model(path, compile=False)
+
+
+def _x(n: int = 16) -> np.ndarray:
+    return np.random.default_rng(0).uniform(-1, 1, (n, 32, 32, 3)).astype(np.float32)
+
+
+def test_ratio_zero_is_the_source_exactly(block_model) -> None:
+    src = _load(block_model)
+    res = prune_channels(src, 0.0)
+    assert res.params_after == res.params_before and res.macs_after == res.macs_before
+    np.testing.assert_array_equal(np.asarray(res.model(_x())), np.asarray(src(_x())))
+
+
+def test_residual_channels_go_together_and_slicing_is_exact(block_model) -> None:
+    src = _load(block_model)
+    plan = plan_channels(src, 0.5)
+    stem, project = plan.out_group["stem"], plan.out_group["project"]
+    assert stem == project  # the Add ties the stem's and the project's channels into one group
+    groups = {tuple(g["layers"]): g for g in plan.group_report()}
+    assert groups[("stem", "project")]["channels_after"] == 8
+    assert groups[("probs",)]["channels_after"] == 10  # the classes stay
+    res = prune_channels(src, 0.5)
+    slim = res.model
+    assert slim.get_layer("stem").filters == slim.get_layer("project").filters == 8
+    assert slim.get_layer("dw").kernel.shape[2] == 8 and slim.get_layer("head").filters == 32
+    assert res.macs_after < 0.4 * res.macs_before
+    # the same model with the removed channels' inputs zeroed in every consumer answers exactly as
+    # the slimmed one: the slicing kept the right channels everywhere (kernels, BatchNorm, depthwise)
+    masked = _load(block_model)
+    for name in ("project", "head", "probs"):  # the consumers of pruned groups (dw is per channel)
+        group = plan.in_group[name]
+        assert group in plan.keep
+        layer = masked.get_layer(name)
+        weights = layer.get_weights()
+        drop = np.setdiff1d(np.arange(weights[0].shape[-2]), plan.keep[group])
+        weights[0][..., drop, :] = 0.0
+        layer.set_weights(weights)
+    # the Add sums a removed stem channel and a removed project channel, feeding only zeroed inputs
+    np.testing.assert_allclose(np.asarray(slim(_x())), np.asarray(masked(_x())), atol=1e-5)
+
+
+def test_bad_ratios_and_nothing_to_prune() -> None:
+    import keras
+
+    inp = keras.Input((8, 8, 3))
+    only_head = keras.Model(inp, keras.layers.Dense(4)(keras.layers.Flatten()(inp)))
+    for bad in (-0.1, 1.0, 1.5):
+        with pytest.raises(UsageError, match="prune-channels"):
+            plan_channels(only_head, bad)
+    with pytest.raises(UsageError, match="no layer of this model can lose channels"):
+        prune_channels(only_head, 0.5)
+
+
+def test_converts_loads_in_the_sdk_and_mediapipe_and_is_smaller(
+    block_model, tmp_path: Path, fmnist_test
+) -> None:
+    mp = pytest.importorskip("mediapipe", reason="MediaPipe is installed by make setup")
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    from shoplens import Classifier
+
+    out = tmp_path / "slim"
+    proc = run_cli("convert", str(block_model), "--recipe", "int8", "--prune-channels", "0.5",
+                   "--train-data", "fashion-mnist:train:2000", "--prune-epochs", "2",
+                   "--calib-data", "fashion-mnist:train:200", "--eval-data", "fashion-mnist:test:300",
+                   "--max-drop", "100", "--out", str(out), "--json", "--quiet")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    report = json.loads(proc.stdout)
+    c = report["prune_channels"]
+    assert c["params_after"] < 0.4 * c["params_before"]
+    assert c["int8_bytes_after"] < 0.6 * c["int8_bytes_before"]
+    assert c["invoke_ms_after"] is not None and c["groups"]
+    assert "Channel pruning (50%" in (out / "report.md").read_text()
+    x, y = fmnist_test
+    opts = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(out / "model.tflite")))
+    agree = right = 0
+    with vision.ImageClassifier.create_from_options(opts) as mp_clf, Classifier.create_from_model_path(
+        out / "model.tflite"
+    ) as ours:
+        for img, label in zip(x[:100], y[:100], strict=True):
+            rgb = np.ascontiguousarray(cv2.cvtColor(cv2.resize(img, (32, 32)), cv2.COLOR_GRAY2RGB))
+            top = mp_clf.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb)).classifications[0]
+            mine = ours.classify(rgb[..., ::-1]).categories[0]
+            agree += top.categories[0].index == mine.index
+            right += mine.index == label
+    assert agree >= 90 and right >= 40, (agree, right)
+
+
+def test_the_guard_refuses_a_ratio_that_breaks_accuracy(block_model, tmp_path: Path) -> None:
+    out = tmp_path / "broken"
+    proc = run_cli("convert", str(block_model), "--recipe", "int8", "--prune-channels", "0.9",
+                   "--train-data", "fashion-mnist:train:256", "--prune-epochs", "1",
+                   "--learning-rate", "1e-5",
+                   "--calib-data", "fashion-mnist:train:100", "--eval-data", "fashion-mnist:test:300",
+                   "--max-drop", "1", "--out", str(out), "--quiet")  # fmt: skip
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert not (out / "model.tflite").exists()
+    bad = run_cli("convert", str(block_model), "--prune-channels", "1.2",
+                  "--train-data", "fashion-mnist:train:10", "--out", str(tmp_path / "x"))  # fmt: skip
+    one_line_error(bad, 2, "--prune-channels")
+    assert not (tmp_path / "x").exists()
