@@ -121,3 +121,19 @@ def test_the_guard_refuses_a_ratio_that_breaks_accuracy(block_model, tmp_path: P
                   "--train-data", "fashion-mnist:train:10", "--out", str(tmp_path / "x"))  # fmt: skip
     one_line_error(bad, 2, "--prune-channels")
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("arch", ["MobileNetV2", "MobileNetV3Small", "ResNet50", "EfficientNetB0"])
+def test_keras_applications_lose_channels(arch: str) -> None:
+    import keras
+
+    model = getattr(keras.applications, arch)(weights=None, input_shape=(32, 32, 3), classes=10)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(prune_channels(model, 0.0).model(x)), np.asarray(model(x)))
+    res = prune_channels(model, 0.5)
+    assert res.macs_after < 0.6 * res.macs_before and res.params_after < 0.6 * res.params_before
+    assert np.asarray(res.model(x)).shape == (2, 10)
+    whole = [g for g in res.groups if g["channels_after"] == g["channels_before"]]
+    assert all(g["why"] for g in whole)  # every group left whole says why
+    if arch in ("MobileNetV3Small", "EfficientNetB0"):  # squeeze-and-excite: hard-swish ops, Multiply
+        assert any(g["channels_after"] < g["channels_before"] for g in res.groups if len(g["layers"]) > 1)
