@@ -137,3 +137,19 @@ def test_keras_applications_lose_channels(arch: str) -> None:
     assert all(g["why"] for g in whole)  # every group left whole says why
     if arch in ("MobileNetV3Small", "EfficientNetB0"):  # squeeze-and-excite: hard-swish ops, Multiply
         assert any(g["channels_after"] < g["channels_before"] for g in res.groups if len(g["layers"]) > 1)
+
+
+def test_qat_and_the_edge_tpu_run_on_the_slimmed_model(block_model, tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "slim_qat"
+    proc = run_cli("convert", str(block_model), "--recipe", "qat-int8", "--prune-channels", "0.5",
+                   "--target", "edgetpu", "--train-data", "fashion-mnist:train:1000", "--prune-epochs", "1",
+                   "--calib-data", "fashion-mnist:train:100", "--eval-data", "fashion-mnist:test:200",
+                   "--max-drop", "100", "--out", str(out), "--json", "--quiet")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    # the bridge rebuilt the slimmed graph (not the source's) and QAT trained it
+    assert r["bridge"]["used"] and r["bridge"]["max_output_difference"] < 1e-3
+    assert r["qat"] and r["prune_channels"]["params_after"] < r["prune_channels"]["params_before"]
+    assert r["edgetpu"]["preflight"]["op_share"] == 1.0

@@ -198,7 +198,10 @@ def channel_stage(
         "groups": res.groups,
         "fine_tune": trained,
     }
-    return dataclasses.replace(src, loaded=dataclasses.replace(src.loaded, model=res.model)), block
+    loaded = dataclasses.replace(src.loaded, model=res.model)
+    # the graph the bridge rebuilds must be the slimmed one, not the source's
+    graph = analyse_source(loaded, src.contract, allow_double_normalization=o.allow_double_normalization)
+    return dataclasses.replace(src, loaded=loaded, graph=graph), block
 
 
 def prune_stage(work: Prepared, o: ConvertOptions, output_kind: str) -> tuple[Prepared, dict[str, Any]]:
