@@ -101,6 +101,18 @@ def _stop(p: subprocess.Popen) -> int:
         raise
 
 
+# everything the test reads from the kiosk page, in one evaluation: the page redraws every 200 ms,
+# and separate reads could mix two states
+SNAPSHOT = """() => {
+  const $ = (id) => document.getElementById(id);
+  return [$('source-frame').textContent, $('label').innerText, $('prompt').innerText,
+          document.body.dataset.answer, [...document.querySelectorAll('#top3 li')].map(li => li.innerText),
+          $('last').innerText,
+          [...document.querySelectorAll('#colours .colour')]
+            .map(c => [c.innerText, c.querySelector('i').style.background])];
+}"""
+
+
 def test_kiosk_page_in_chromium(reference_models: Path, kiosk_video: Path, demo_index: Path, browser) -> None:
     index = None
     truth = _ground_truth(kiosk_video)
@@ -116,18 +128,16 @@ def test_kiosk_page_in_chromium(reference_models: Path, kiosk_video: Path, demo_
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         t_end = time.time() + 24  # the 240-frame video plays in 16 s at 15 fps
         while time.time() < t_end:
-            sf = page.text_content("#source-frame") or ""
-            label, prompt = page.inner_text("#label"), page.inner_text("#prompt")
-            answer = page.evaluate("document.body.dataset.answer")
+            # one snapshot of the page (the poll may redraw it between separate reads)
+            sf, label, prompt, answer, top3, last, chips = page.evaluate(SNAPSHOT)
             if answer not in states:  # one screenshot per state the page shows
                 page.screenshot(path=str(ARTIFACTS / f"kiosk_{answer}.png"), full_page=True)
             states[answer] = states.get(answer, 0) + 1
             if answer in ("retake", "not_sure"):  # never the previous item's label as the current one
-                assert label in ("", "Not sure") and page.locator("#top3 li").count() == 0, (label, answer)
-                last = page.inner_text("#last")
+                assert label in ("", "Not sure") and not top3, (label, answer, top3)
                 assert last == "" or last.startswith("last item: "), last
             if answer == "confident":  # the top 3 leads with the headline (one source per frame)
-                assert page.inner_text("#top3 li:first-child").startswith(label), label
+                assert top3 and top3[0].startswith(label), (label, top3)
             if sf.lstrip("-").isdigit() and int(sf) >= 0:
                 row = truth[int(sf)]
                 offset = int(sf) % 30
@@ -138,13 +148,12 @@ def test_kiosk_page_in_chromium(reference_models: Path, kiosk_video: Path, demo_
                 if not row["bad_reason"] and offset >= 12 and not prompt:
                     good += 1
                     correct += label == row["label_name"]
-                    chips = page.locator("#colours .colour")
-                    if chips.count():  # the product's colours: a palette name and a swatch each
+                    if chips:  # the product's colours: a palette name and a swatch each
                         colour_chips += 1
-                        assert chips.nth(0).inner_text().split()[0] in PALETTE
-                        assert chips.nth(0).locator("i").evaluate("i => i.style.background") != ""
+                        name, swatch = chips[0]
+                        assert name.split()[0] in PALETTE and swatch != "", chips
                 if prompt:
-                    assert page.locator("#colours .colour").count() == 0  # no colour on a re-take
+                    assert not chips  # no colour on a re-take or a "not sure"
                 if blur_prompts and good >= 8 and index is None and not prompt:
                     index = page.screenshot(path=str(ARTIFACTS / "kiosk_page.png"), full_page=True)
             time.sleep(0.25)
