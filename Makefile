@@ -13,7 +13,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 CONVERT_DEPS := 'tensorflow>=2.21,<2.22' 'tf-keras>=2.21,<2.22' 'dm-tree~=0.1.1' mock scipy six
 TFMOT := 'tensorflow-model-optimization>=0.8.1,<0.9'
 
-.PHONY: help setup data browser demo test lint clean train-reference bench fuzz soak zoo
+.PHONY: help setup data browser demo test lint clean train-reference bench fuzz soak zoo battery
 
 help:
 	@echo "make demo   - set up .venv and run the main job end to end on the built-in data"
@@ -23,6 +23,7 @@ help:
 	@echo "make fuzz   - 5,000 mutated models and 20,000 fuzzed frames"
 	@echo "make soak   - a million frames through one LIVE_STREAM classifier"
 	@echo "make zoo    - every recipe on 11 Keras Applications architectures and their transfer wrappers (hours)"
+	@echo "make battery - every command against every kind of bad input; nothing lost (~15 min)"
 
 # --- set-up -------------------------------------------------------------------------------
 $(VENV)/.installed: pyproject.toml
@@ -127,6 +128,10 @@ fuzz: setup
 # A million frames through one LIVE_STREAM classifier: RSS, frame accounting, latency drift.
 soak: setup
 	$(PY) -m benchmarks.soak --frames 1000000
+
+# The bad-input battery: every command against every kind of bad input (docs/reliability.md).
+battery: setup
+	$(PY) -m benchmarks.battery
 
 # Every cell of the model-zoo matrix (22 models x 9 recipes); writes docs/model_zoo.md and
 # benchmarks/results/zoo-DATE.json. CI runs a slice of reduced-size builds (tests/test_model_zoo.py).

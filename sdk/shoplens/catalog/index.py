@@ -321,7 +321,12 @@ class CatalogIndex:
         return float(np.mean(hits)) if hits else 1.0
 
     def _query(self, query: np.ndarray) -> np.ndarray:
-        q = np.asarray(query, np.float32).reshape(-1)
+        try:
+            q = np.asarray(query, np.float32).reshape(-1)
+        except (TypeError, ValueError):
+            raise UsageError(
+                f"query must be an embedding vector of {self.dim} numbers, got {type(query).__name__}"
+            ) from None
         if q.shape[0] != self.dim:
             raise UsageError(f"query has {q.shape[0]} dimensions, the index {self.dim}")
         if not np.all(np.isfinite(q)):
@@ -362,6 +367,8 @@ class CatalogIndex:
             mask = m if mask is None else mask & m
         if price is not None:
             lo, hi = price
+            if lo is not None and hi is not None and lo > hi:
+                raise UsageError(f"the price range is empty: minimum {lo} is above maximum {hi}")
             m = ~np.isnan(self._price)
             if lo is not None:
                 m &= self._price >= lo

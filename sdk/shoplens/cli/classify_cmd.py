@@ -139,6 +139,10 @@ def classify_command(
             f"{counts['classified']} classified, {counts['rejected']} rejected by the quality gate, "
             f"{counts['unreadable']} unreadable, {counts['invalid']} invalid"
         )
+    if counts["frames"] and not counts["classified"] + counts["rejected"]:
+        from shoplens.errors import DataError
+
+        raise DataError(f"no readable frame in {source}: all {counts['frames']} were skipped")
 
 
 def _gains(value: str | None) -> str | tuple[float, float, float] | None:

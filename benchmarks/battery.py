@@ -1,0 +1,660 @@
+"""The bad-input battery: every command against every kind of bad input, nothing lost (``make battery``).
+
+    .venv/bin/python -m benchmarks.battery            # about 10 minutes on 2 cores
+    .venv/bin/python -m benchmarks.battery --quick    # a few cases of each kind
+
+Builds a scratch workspace (a converted model and its embedding model, a catalog, an index, a
+bundle, a kiosk folder), then makes bad inputs of each kind (missing, empty, truncated, bit-flipped,
+wrong type, labels of another count, malformed contract, corrupt or tiny images, CSVs with bad rows,
+broken indexes, malformed device outputs) and bad option values, and runs every command that reads
+that kind of input in a subprocess (the real ``shoplens`` console script). Each case is judged:
+
+- **clean**: exit 1 or 2, the first stderr line ``error: ...``, at most two lines, no traceback;
+- **accepted**: exit 0 (listed: a bad input the command may rightly skip, such as one corrupt image
+  among good ones, or a wrong answer given silently; each is read by hand);
+- **crash**: any other exit code, a traceback, or native noise on stderr;
+- and, for every case, **input changed** (the sha256 of every input file before and after) and
+  **left output** (a failed run that left its ``--out``/``--save`` path behind).
+
+Writes ``benchmarks/results/battery-DATE.json``; docs/reliability.md reports the counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks import REF, ROOT
+
+EXE = str(Path(sys.executable).parent / "shoplens")
+WORK = ROOT / "out" / "battery"
+
+
+@dataclass
+class Case:
+    name: str
+    args: list[str]
+    inputs: list[Path]
+    outputs: list[Path] = field(default_factory=list)
+
+
+def _sh(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([EXE, *args], capture_output=True, text=True, env=env, cwd=cwd or WORK, timeout=900)
+
+
+def _digest(paths: list[Path]) -> dict[str, str]:
+    out = {}
+    for p in paths:
+        files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else []
+        for f in files:
+            out[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+def workspace() -> dict[str, Path]:
+    """The good inputs every bad one is made from (built once, reused)."""
+    ws = {
+        "model": WORK / "ref" / "model.tflite",
+        "emb": WORK / "ref" / "embedding.tflite",
+        "catalog": WORK / "catalog",
+        "index": WORK / "index",
+        "bundle": WORK / "bundle",
+        "kiosk": WORK / "kiosk",
+        "keras": WORK / "keras" / "product_cnn.keras",
+    }
+    WORK.mkdir(parents=True, exist_ok=True)
+    if not ws["model"].is_file():
+        r = _sh(
+            "convert",
+            str(REF / "product_cnn.keras"),
+            "--out",
+            str(WORK / "ref"),
+            "--recipe",
+            "int8",
+            "--calib-data",
+            "fashion-mnist:train:100",
+            "--embedding",
+            "auto",
+            "--quiet",
+        )
+        assert r.returncode == 0, r.stderr
+    if not ws["keras"].is_file():
+        ws["keras"].parent.mkdir(parents=True, exist_ok=True)
+        for f in ("product_cnn.keras", "contract.json", "labels.txt"):
+            shutil.copyfile(REF / f, ws["keras"].parent / f)
+    if not ws["catalog"].is_dir():
+        assert _sh("data", "catalog", "--out", str(ws["catalog"]), "--count", "80").returncode == 0
+    if not ws["index"].is_dir():
+        r = _sh(
+            "index",
+            "build",
+            str(ws["catalog"] / "products.csv"),
+            "--model",
+            str(ws["emb"]),
+            "--out",
+            str(ws["index"]),
+        )
+        assert r.returncode == 0, r.stderr
+    if not ws["bundle"].is_dir():
+        assert _sh("bundle", str(ws["model"]), "--out", str(ws["bundle"]), "--frames", "8").returncode == 0
+    if not ws["kiosk"].is_dir():
+        assert _sh("data", "kiosk", "--out", str(ws["kiosk"]), "--frames", "20").returncode == 0
+    return ws
+
+
+def bad_files(ws: dict[str, Path], quick: bool) -> dict[str, dict[str, Path]]:
+    """Bad variants of each kind of input: kind -> variant -> path."""
+    bad = WORK / "bad"
+    if bad.exists():
+        shutil.rmtree(bad)
+    bad.mkdir()
+    model = ws["model"].read_bytes()
+    img = next((ws["catalog"] / "images").iterdir()).read_bytes()
+
+    def put(name: str, data: bytes | str) -> Path:
+        p = bad / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data.encode() if isinstance(data, str) else data)
+        return p
+
+    flipped = bytearray(model)
+    for i in range(64, len(flipped), max(1, len(flipped) // 40)):
+        flipped[i] ^= 0xFF
+    models = {
+        "missing": bad / "nope.tflite",
+        "empty": put("empty.tflite", b""),
+        "truncated_half": put("half.tflite", model[: len(model) // 2]),
+        "truncated_header": put("head.tflite", model[:16]),
+        "bit_flipped": put("flipped.tflite", bytes(flipped)),
+        "text": put("text.tflite", "this is not a model\n"),
+        "png_as_model": put("image.tflite", img),
+        "directory": bad / "adir.tflite",
+    }
+    (bad / "adir.tflite").mkdir()
+    images = {
+        "missing": bad / "nope.png",
+        "empty": put("empty.png", b""),
+        "truncated": put("trunc.png", img[: len(img) // 3]),
+        "text": put("text.png", "not an image"),
+        "model_as_image": put("model.png", model[:4096]),
+        "directory": bad / "imgdir",
+    }
+    (bad / "imgdir").mkdir()
+    folders = {"missing": bad / "nofolder", "empty": bad / "emptyfolder", "only_corrupt": bad / "corrupt"}
+    folders["empty"].mkdir()
+    folders["only_corrupt"].mkdir()
+    for i in range(3):
+        put(f"corrupt/x/{i}.png", b"\x89PNG broken")
+    csv_head = (ws["catalog"] / "products.csv").read_text().splitlines()
+    good_rows = csv_head[1:]
+    csvs = {
+        "missing": bad / "nope.csv",
+        "empty": put("empty.csv", ""),
+        "header_only": put("header.csv", csv_head[0] + "\n"),
+        "bad_price": put(
+            "catalog_bp/products.csv",
+            "\n".join(
+                [csv_head[0], *good_rows[:5], good_rows[5].replace(good_rows[5].split(",")[3], "cheap", 1)]
+            )
+            + "\n",
+        ),
+        "duplicate_ids": put(
+            "catalog_dup/products.csv", "\n".join([csv_head[0], *good_rows[:5], good_rows[0]]) + "\n"
+        ),
+        "missing_images": put("catalog_mi/products.csv", "\n".join([csv_head[0], *good_rows[:5]]) + "\n"),
+        "binary": put("binary.csv", model[:2048]),
+    }
+    for name in ("catalog_bp", "catalog_dup"):
+        shutil.copytree(ws["catalog"] / "images", bad / name / "images")
+    indexes = {"missing": bad / "noindex", "empty": bad / "emptyindex", "not_index": ws["catalog"]}
+    indexes["empty"].mkdir()
+    for what in ("no_manifest", "truncated_codes", "manifest_garbage", "manifest_other_model"):
+        d = bad / f"index_{what}"
+        shutil.copytree(ws["index"], d)
+        indexes[what] = d
+    (indexes["no_manifest"] / "manifest.json").unlink()
+    codes = indexes["truncated_codes"] / "codes.bin"
+    codes.write_bytes(codes.read_bytes()[: codes.stat().st_size // 2])
+    (indexes["manifest_garbage"] / "manifest.json").write_text("{not json")
+    m = json.loads((indexes["manifest_other_model"] / "manifest.json").read_text())
+    m["model_sha256"] = "0" * 64
+    (indexes["manifest_other_model"] / "manifest.json").write_text(json.dumps(m))
+    labels = {
+        "wrong_count": put("labels3.txt", "a\nb\nc\n"),
+        "empty": put("labels0.txt", ""),
+        "missing": bad / "nolabels.txt",
+    }
+    contracts = {
+        "garbage": put("contract_bad.json", "{"),
+        "wrong_size": put("contract_size.json", json.dumps({"version": 1, "size": [-5, 0], "channels": 3})),
+        "missing": bad / "nocontract.json",
+        "wrong_values": put(
+            "contract_vals.json",
+            json.dumps({"version": 1, "size": [96, 96], "channels": 3, "mean": [0, 0], "std": [0, 1, 1]}),
+        ),
+    }
+    outputs = {
+        "missing": bad / "nodev.json",
+        "garbage": put("dev_bad.json", "[1,2"),
+        "empty": put("dev_empty.json", "{}"),
+        "wrong_shape": put("dev_shape.json", json.dumps({"x": [1.0]})),
+        "csv_garbage": put("dev_bad.csv", "id,a\n1,b\n"),
+    }
+    specs = {
+        "unknown_scheme": "nosuch:thing",
+        "bad_split": "fashion-mnist:validation",
+        "bad_count": "fashion-mnist:test:-3",
+        "zero": "fashion-mnist:test:0",
+        "kiosk_missing": "kiosk:" + str(bad / "nokiosk"),
+        "empty_dir": str(bad / "emptyfolder"),
+        "corrupt_dir": str(bad / "corrupt"),
+    }
+    out = {
+        "model": models,
+        "image": images,
+        "folder": folders,
+        "csv": csvs,
+        "index": indexes,
+        "labels": labels,
+        "contract": contracts,
+        "outputs": outputs,
+        "spec": {k: Path(v) for k, v in specs.items()},
+    }
+    if quick:
+        out = {k: dict(list(v.items())[:2]) for k, v in out.items()}
+    return out
+
+
+def cases(ws: dict[str, Path], bad: dict[str, dict[str, Path]]) -> list[Case]:
+    o = WORK / "outs"
+    img = next((ws["catalog"] / "images").iterdir())
+    cs: list[Case] = []
+
+    def add(name: str, args: list[str], inputs: list[Path], outputs: list[Path] | None = None) -> None:
+        cs.append(Case(name, args, inputs, outputs or []))
+
+    for v, m in bad["model"].items():  # every command that reads a .tflite
+        add(f"classify model={v}", ["classify", str(m), str(img)], [m])
+        add(f"inspect model={v}", ["inspect", str(m)], [m])
+        add(f"edgetpu check model={v}", ["edgetpu", "check", str(m)], [m])
+        add(f"bundle model={v}", ["bundle", str(m), "--out", str(o / f"b_{v}")], [m], [o / f"b_{v}"])
+        add(
+            f"drift candidate={v}",
+            ["drift", str(ws["model"]), str(m), "--data", "fashion-mnist:test:20"],
+            [m],
+        )
+        add(
+            f"index build model={v}",
+            [
+                "index",
+                "build",
+                str(ws["catalog"] / "products.csv"),
+                "--model",
+                str(m),
+                "--out",
+                str(o / f"i_{v}"),
+            ],
+            [m, ws["catalog"]],
+            [o / f"i_{v}"],
+        )
+        add(f"search model={v}", ["search", str(ws["index"]), str(img), "--model", str(m)], [m, ws["index"]])
+        add(f"eval model={v}", ["eval", str(m), "--data", "fashion-mnist:test:20"], [m])
+        add(f"convert model={v}", ["convert", str(m), "--out", str(o / f"c_{v}")], [m], [o / f"c_{v}"])
+    for v, i in bad["image"].items():
+        add(f"classify image={v}", ["classify", str(ws["model"]), str(i)], [i])
+        add(f"search image={v}", ["search", str(ws["index"]), str(i)], [i, ws["index"]])
+    for v, f in bad["folder"].items():
+        add(f"classify folder={v}", ["classify", str(ws["model"]), str(f)], [f])
+        add(f"eval folder={v}", ["eval", str(ws["keras"]), "--data", str(f)], [f])
+        add(f"data info folder={v}", ["data", "info", str(f)], [f])
+        add(
+            f"index build folder={v}",
+            ["index", "build", str(f), "--model", str(ws["emb"]), "--out", str(o / f"if_{v}")],
+            [f],
+            [o / f"if_{v}"],
+        )
+        add(
+            f"convert calib={v}",
+            ["convert", str(ws["keras"]), "--calib-data", str(f), "--out", str(o / f"cc_{v}")],
+            [f],
+            [o / f"cc_{v}"],
+        )
+    for v, c in bad["csv"].items():
+        add(
+            f"index build csv={v}",
+            ["index", "build", str(c), "--model", str(ws["emb"]), "--out", str(o / f"ic_{v}")],
+            [c],
+            [o / f"ic_{v}"],
+        )
+    for v, ix in bad["index"].items():
+        add(f"search index={v}", ["search", str(ix), str(img)], [ix])
+        add(f"index info index={v}", ["index", "info", str(ix)], [ix])
+        add(f"index remove index={v}", ["index", "remove", str(ix), "SL-nope"], [ix])
+    for v, lab in bad["labels"].items():
+        add(f"classify labels={v}", ["classify", str(ws["model"]), str(img), "--labels", str(lab)], [lab])
+        add(
+            f"eval labels={v}",
+            ["eval", str(ws["keras"]), "--data", "fashion-mnist:test:20", "--labels", str(lab)],
+            [lab],
+        )
+        add(
+            f"convert labels={v}",
+            ["convert", str(ws["keras"]), "--labels", str(lab), "--out", str(o / f"cl_{v}")],
+            [lab],
+            [o / f"cl_{v}"],
+        )
+    for v, c in bad["contract"].items():
+        add(f"classify contract={v}", ["classify", str(ws["model"]), str(img), "--contract", str(c)], [c])
+        add(
+            f"eval contract={v}",
+            ["eval", str(ws["keras"]), "--data", "fashion-mnist:test:20", "--contract", str(c)],
+            [c],
+        )
+        add(
+            f"convert contract={v}",
+            ["convert", str(ws["keras"]), "--contract", str(c), "--out", str(o / f"ct_{v}")],
+            [c],
+            [o / f"ct_{v}"],
+        )
+    for v, f in bad["outputs"].items():
+        add(
+            f"drift device-outputs={v}",
+            ["drift", "--bundle", str(ws["bundle"]), "--device-outputs", str(f)],
+            [f, ws["bundle"]],
+        )
+    for v, s in bad["spec"].items():
+        for cmd in (["eval", str(ws["keras"])], ["drift", str(ws["model"]), str(ws["model"])]):
+            add(f"{cmd[0]} data={v}", [*cmd, "--data", str(s)], [ws["keras"], ws["model"]])
+        add(f"data info spec={v}", ["data", "info", str(s)], [])
+        add(
+            f"convert calib-spec={v}",
+            ["convert", str(ws["keras"]), "--calib-data", str(s), "--out", str(o / f"cs_{v}")],
+            [ws["keras"]],
+            [o / f"cs_{v}"],
+        )
+    # option values out of range, paths where outputs cannot go, outputs over inputs
+    opts = [
+        ("classify --top-k 0", ["classify", str(ws["model"]), str(img), "--top-k", "0"]),
+        ("classify --threads 0", ["classify", str(ws["model"]), str(img), "--threads", "0"]),
+        ("classify --quality maybe", ["classify", str(ws["model"]), str(img), "--quality", "maybe"]),
+        ("classify --delegate gpu", ["classify", str(ws["model"]), str(img), "--delegate", "gpu"]),
+        (
+            "classify --white-balance w/o colour",
+            ["classify", str(ws["model"]), str(img), "--white-balance", "auto"],
+        ),
+        (
+            "classify --colour --white-balance x",
+            ["classify", str(ws["model"]), str(img), "--colour", "--white-balance", "1,2"],
+        ),
+        ("search --k 0", ["search", str(ws["index"]), str(img), "--k", "0"]),
+        ("search --k -1", ["search", str(ws["index"]), str(img), "--k", "-1"]),
+        ("search --category unknown", ["search", str(ws["index"]), str(img), "--category", "Spaceship"]),
+        ("search --colour mauve", ["search", str(ws["index"]), str(img), "--colour", "mauve"]),
+        ("search --where bad", ["search", str(ws["index"]), str(img), "--where", "brand"]),
+        ("search --where unknown column", ["search", str(ws["index"]), str(img), "--where", "size=M"]),
+        (
+            "search --min-price > --max-price",
+            ["search", str(ws["index"]), str(img), "--min-price", "50", "--max-price", "10"],
+        ),
+        ("bundle --frames 0", ["bundle", str(ws["model"]), "--out", str(o / "bf0"), "--frames", "0"]),
+        (
+            "bundle --frames 100000",
+            ["bundle", str(ws["model"]), "--out", str(o / "bf1"), "--frames", "100000"],
+        ),
+        (
+            "bundle --sign-key missing",
+            ["bundle", str(ws["model"]), "--out", str(o / "bsk"), "--sign-key", str(WORK / "nokey.pem")],
+        ),
+        ("bundle --out /proc/x", ["bundle", str(ws["model"]), "--out", "/proc/x"]),
+        (
+            "index build --out /proc/x",
+            [
+                "index",
+                "build",
+                str(ws["catalog"] / "products.csv"),
+                "--model",
+                str(ws["emb"]),
+                "--out",
+                "/proc/x",
+            ],
+        ),
+        ("data catalog --out /proc/x", ["data", "catalog", "--out", "/proc/x", "--count", "3"]),
+        ("data catalog --count 0", ["data", "catalog", "--out", str(o / "dc0"), "--count", "0"]),
+        ("data kiosk --frames 0", ["data", "kiosk", "--out", str(o / "dk0"), "--frames", "0"]),
+        ("convert --recipe nope", ["convert", str(ws["keras"]), "--recipe", "nope", "--out", str(o / "cr")]),
+        ("convert --prune 1.5", ["convert", str(ws["keras"]), "--prune", "1.5", "--out", str(o / "cp")]),
+        (
+            "convert --prune-channels 0",
+            [
+                "convert",
+                str(ws["keras"]),
+                "--prune-channels",
+                "0",
+                "--train-data",
+                "fashion-mnist:train:10",
+                "--out",
+                str(o / "cpc"),
+            ],
+        ),
+        (
+            "convert --prune without data",
+            ["convert", str(ws["keras"]), "--prune", "0.5", "--out", str(o / "cpd")],
+        ),
+        ("convert --target tpu", ["convert", str(ws["keras"]), "--target", "tpu", "--out", str(o / "ctt")]),
+        ("convert --max-drop -1", ["convert", str(ws["keras"]), "--max-drop", "-1", "--out", str(o / "cmd")]),
+        (
+            "convert --out = the model's folder",
+            ["convert", str(ws["keras"]), "--out", str(ws["keras"].parent), "--overwrite"],
+        ),
+        (
+            "eval --save over the model",
+            [
+                "eval",
+                str(ws["keras"]),
+                "--data",
+                "fashion-mnist:test:10",
+                "--save",
+                str(ws["keras"]),
+                "--overwrite",
+            ],
+        ),
+        (
+            "index build --out its catalog",
+            [
+                "index",
+                "build",
+                str(ws["catalog"] / "products.csv"),
+                "--model",
+                str(ws["emb"]),
+                "--out",
+                str(ws["catalog"]),
+                "--overwrite",
+            ],
+        ),
+        (
+            "bundle --out the model's folder",
+            ["bundle", str(ws["model"]), "--out", str(ws["model"].parent), "--overwrite"],
+        ),
+        (
+            "drift --save over the manifest",
+            [
+                "drift",
+                "--bundle",
+                str(ws["bundle"]),
+                "--device-outputs",
+                str(WORK / "dev.json"),
+                "--save",
+                str(ws["bundle"] / "manifest.json"),
+                "--overwrite",
+            ],
+        ),
+        (
+            "drift --save X --html X",
+            [
+                "drift",
+                str(ws["model"]),
+                str(ws["model"]),
+                "--data",
+                "fashion-mnist:test:10",
+                "--save",
+                str(o / "same.out"),
+                "--html",
+                str(o / "same.out"),
+            ],
+        ),
+        ("drift no candidate", ["drift", str(ws["model"]), "--data", "fashion-mnist:test:10"]),
+        (
+            "drift --max-drop -1",
+            [
+                "drift",
+                str(ws["model"]),
+                str(ws["model"]),
+                "--data",
+                "fashion-mnist:test:10",
+                "--max-drop",
+                "-1",
+            ],
+        ),
+        ("edgetpu compile no compiler", ["edgetpu", "compile", str(ws["model"]), "--out", str(o / "etc")]),
+        (
+            "index add duplicate products",
+            ["index", "add", str(WORK / "index_copy"), str(ws["catalog"] / "products.csv")],
+        ),
+        ("index remove unknown id", ["index", "remove", str(WORK / "index_copy"), "SL-nope"]),
+        ("classify --camera 99", ["classify", str(ws["model"]), "--camera", "99"]),
+        ("unknown command", ["frobnicate"]),
+        ("unknown option", ["classify", str(ws["model"]), str(img), "--frob"]),
+    ]
+    for name, args in opts:
+        outs = [Path(a) for a in args if a.startswith(str(o))]
+        add(name, args, [ws["model"], ws["keras"], ws["catalog"], ws["index"], ws["bundle"]], outs)
+    return cs
+
+
+def judge(case: Case) -> dict[str, Any]:
+    before = _digest(case.inputs)
+    t0 = time.perf_counter()
+    try:
+        p = _sh(*case.args)
+        rc, err = p.returncode, p.stderr
+    except subprocess.TimeoutExpired:
+        rc, err = -9, "timeout"
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    after = _digest(case.inputs)
+    clean = rc in (1, 2) and bool(lines) and lines[0].startswith("error: ") and len(lines) <= 2
+    clean = clean and "Traceback" not in err
+    verdict = "accepted" if rc == 0 else "clean" if clean else "crash"
+    left = [str(x) for x in case.outputs if rc != 0 and x.exists()]
+    return {
+        "case": case.name,
+        "exit": rc,
+        "verdict": verdict,
+        "first_line": lines[0][:200] if lines else "",
+        "stderr_lines": len(lines),
+        "input_changed": before != after,
+        "left_output": left,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def sdk_calls(ws: dict[str, Path], bad: dict[str, dict[str, Path]]) -> list[dict[str, Any]]:
+    """The SDK's public calls with bad arguments, in this process: each must raise a ShopLensError
+    subclass with a one-line message (``clean``); any other exception, or none, is listed."""
+    import numpy as np
+
+    from shoplens import CatalogIndex, Classifier, Embedder, ShopLensError
+
+    good_frame = np.zeros((480, 640, 3), np.uint8)
+    frames: dict[str, Any] = {
+        "None": None,
+        "list": [[1, 2, 3]],
+        "empty": np.zeros((0, 0, 3), np.uint8),
+        "1x1": np.zeros((1, 1, 3), np.uint8),
+        "5 channels": np.zeros((64, 64, 5), np.uint8),
+        "4-d": np.zeros((1, 64, 64, 3), np.uint8),
+        "float 0-255": good_frame.astype(np.float32) + 200,
+        "float NaN": np.full((64, 64, 3), np.nan, np.float32),
+        "int64": np.zeros((64, 64, 3), np.int64),
+        "bool": np.zeros((64, 64, 3), bool),
+        "complex": np.zeros((64, 64, 3), np.complex64),
+    }
+    calls: list[tuple[str, Any]] = []
+    for v, m in bad["model"].items():
+        calls.append((f"Classifier model={v}", lambda m=m: Classifier.create_from_model_path(m)))
+        calls.append((f"Embedder model={v}", lambda m=m: Embedder.create_from_model_path(m)))
+    for kw in (
+        {"max_results": 0},
+        {"max_results": -1},
+        {"num_threads": 0},
+        {"score_threshold": 2.0},
+        {"running_mode": "sideways"},
+        {"category_allowlist": ["No such label"]},
+        {"no_such_option": 1},
+    ):
+        calls.append((f"Classifier {kw}", lambda kw=kw: Classifier.create_from_model_path(ws["model"], **kw)))
+    clf = Classifier.create_from_model_path(ws["model"])
+    emb = Embedder.create_from_model_path(ws["emb"])
+    for v, f in frames.items():
+        calls.append((f"classify frame={v}", lambda f=f: clf.classify(f)))
+        calls.append((f"embed frame={v}", lambda f=f: emb.embed(f)))
+    calls.append(("classify_for_video in IMAGE mode", lambda: clf.classify_for_video(good_frame, 1)))
+    calls.append(("classify_async in IMAGE mode", lambda: clf.classify_async(good_frame, 1)))
+    for v, ix in bad["index"].items():
+        calls.append((f"CatalogIndex.load index={v}", lambda ix=ix: CatalogIndex.load(ix)))
+    idx = CatalogIndex.load(ws["index"])
+    q = emb.embed(good_frame).embedding
+    for name, args, kw in (
+        ("k=0", (q, 0), {}),
+        ("k=-1", (q, -1), {}),
+        ("k=1.5", (q, 1.5), {}),
+        ("short query", (q[:-1], 3), {}),
+        ("NaN query", (q * np.nan, 3), {}),
+        ("string query", ("red dress", 3), {}),
+        ("unknown category", (q, 3), {"category": "X"}),
+        ("unknown column", (q, 3), {"where": {"size": "M"}}),
+        ("unknown colour", (q, 3), {"colour": "mauve"}),
+        ("empty price range", (q, 3), {"price": (50.0, 10.0)}),
+    ):
+        calls.append((f"search {name}", lambda args=args, kw=kw: idx.search(*args, **kw)))
+    rows = []
+    for name, fn in calls:
+        try:
+            fn()
+            verdict, msg = "accepted", ""
+        except ShopLensError as exc:
+            verdict, msg = ("clean" if "\n" not in exc.message else "crash"), exc.message
+        except Exception as exc:  # the battery records what escapes
+            verdict, msg = "crash", f"{type(exc).__name__}: {exc}"
+        rows.append(
+            {
+                "case": f"sdk {name}",
+                "verdict": verdict,
+                "first_line": str(msg)[:200],
+                "exit": None,
+                "input_changed": False,
+                "left_output": [],
+            }
+        )
+    clf.close()
+    emb.close()
+    return rows
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    from rich.progress import Progress
+
+    ws = workspace()
+    bad = bad_files(ws, quick)
+    shutil.rmtree(WORK / "outs", ignore_errors=True)
+    (WORK / "outs").mkdir()
+    shutil.rmtree(WORK / "index_copy", ignore_errors=True)
+    shutil.copytree(ws["index"], WORK / "index_copy")
+    (WORK / "dev.json").write_text("{}")
+    all_cases = cases(ws, bad)
+    rows = []
+    with Progress() as bar:
+        task = bar.add_task("bad-input battery", total=len(all_cases))
+        for c in all_cases:
+            rows.append(judge(c))
+            bar.advance(task)
+    cli = len(rows)
+    rows += sdk_calls(ws, bad)
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in ("clean", "accepted", "crash")}
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "quick": quick,
+        "cases": len(rows),
+        "cli_cases": cli,
+        "sdk_calls": len(rows) - cli,
+        **counts,
+        "input_changed": sum(r["input_changed"] for r in rows),
+        "left_output": sum(bool(r["left_output"]) for r in rows),
+        "rows": rows,
+    }
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    res = run(ap.parse_args().quick)
+    print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=1))
+    for r in res["rows"]:
+        if r["verdict"] != "clean" or r["input_changed"] or r["left_output"]:
+            marks = (" INPUT CHANGED" if r["input_changed"] else "") + (
+                f" LEFT {r['left_output']}" if r["left_output"] else ""
+            )
+            print(f"{r['verdict']:<8} exit {r['exit']:<3} {r['case']}: {r['first_line'][:120]}{marks}")
+    out = (
+        ROOT / "benchmarks" / "results" / f"battery-{res['date']}{'-quick' if res.get('quick') else ''}.json"
+    )
+    out.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
