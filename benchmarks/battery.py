@@ -511,15 +511,17 @@ def judge(case: Case) -> dict[str, Any]:
         rc, err = -9, "timeout"
     lines = [ln for ln in err.splitlines() if ln.strip()]
     after = _digest(case.inputs)
-    clean = rc in (1, 2) and bool(lines) and lines[0].startswith("error: ") and len(lines) <= 2
-    clean = clean and "Traceback" not in err
+    # one "error: ..." line; besides it only a "try --help" hint or the per-file "...; skipped" notices
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    other = [ln for ln in lines if not ln.startswith(("error: ", "try ")) and not ln.endswith("; skipped")]
+    clean = rc in (1, 2) and len(errors) == 1 and not other and "Traceback" not in err
     verdict = "accepted" if rc == 0 else "clean" if clean else "crash"
     left = [str(x) for x in case.outputs if rc != 0 and x.exists()]
     return {
         "case": case.name,
         "exit": rc,
         "verdict": verdict,
-        "first_line": lines[0][:200] if lines else "",
+        "first_line": (errors or lines or [""])[0][:200],
         "stderr_lines": len(lines),
         "input_changed": before != after,
         "left_output": left,
@@ -653,7 +655,7 @@ if __name__ == "__main__":
             marks = (" INPUT CHANGED" if r["input_changed"] else "") + (
                 f" LEFT {r['left_output']}" if r["left_output"] else ""
             )
-            print(f"{r['verdict']:<8} exit {r['exit']:<3} {r['case']}: {r['first_line'][:120]}{marks}")
+            print(f"{r['verdict']:<8} exit {r['exit']!s:<4} {r['case']}: {r['first_line'][:120]}{marks}")
     out = (
         ROOT / "benchmarks" / "results" / f"battery-{res['date']}{'-quick' if res.get('quick') else ''}.json"
     )

@@ -28,7 +28,7 @@ def test_ratio_zero_is_the_source_exactly(block_model) -> None:
     src = _load(block_model)
     res = prune_channels(src, 0.0)
     assert res.params_after == res.params_before and res.macs_after == res.macs_before
-    np.testing.assert_array_equal(np.asarray(res.model(_x())), np.asarray(src(_x())))
+    np.testing.assert_allclose(np.asarray(res.model(_x())), np.asarray(src(_x())), atol=1e-6)
 
 
 def test_residual_channels_go_together_and_slicing_is_exact(block_model) -> None:
@@ -129,7 +129,9 @@ def test_keras_applications_lose_channels(arch: str) -> None:
 
     model = getattr(keras.applications, arch)(weights=None, input_shape=(32, 32, 3), classes=10)
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
-    np.testing.assert_array_equal(np.asarray(prune_channels(model, 0.0).model(x)), np.asarray(model(x)))
+    # the same weights through the same graph (oneDNN may reorder sums between two calls: 1e-8)
+    same = prune_channels(model, 0.0).model
+    np.testing.assert_allclose(np.asarray(same(x)), np.asarray(model(x)), atol=1e-6)
     res = prune_channels(model, 0.5)
     assert res.macs_after < 0.6 * res.macs_before and res.params_after < 0.6 * res.params_before
     assert np.asarray(res.model(x)).shape == (2, 10)

@@ -101,20 +101,16 @@ class ChannelPlan:
     producers: dict[int, list[str]]  # group -> the layers that produce its channels
     keep: dict[int, np.ndarray] = field(default_factory=dict)  # group -> kept channel indices
     whole: dict[int, str] = field(default_factory=dict)  # group -> why it is not pruned
+    widths: dict[str, int] = field(default_factory=dict)  # producer -> its channels before pruning
 
     def group_report(self) -> list[dict[str, Any]]:
         rows = []
         for g, names in sorted(self.producers.items()):
-            width = self._width(names[0])
+            width = self.widths[names[0]]
             kept = len(self.keep[g]) if g in self.keep else width
             why = self.whole.get(g, "pruned by filter L1 norm" if g in self.keep else "")
             rows.append({"layers": names, "channels_before": width, "channels_after": kept, "why": why})
         return rows
-
-    def _width(self, layer: str) -> int:
-        return int(self._widths[layer])
-
-    _widths: dict[str, int] = field(default_factory=dict)
 
 
 def _inbound(layer: Any) -> list[Any]:
@@ -196,7 +192,7 @@ def plan_channels(
     merged: dict[int, list[str]] = {}
     for g, names in producers.items():
         merged.setdefault(groups.find(g), []).extend(names)
-    plan = ChannelPlan(ratio, roots, ins_root, merged, whole=dict(groups.whole), _widths=widths)
+    plan = ChannelPlan(ratio, roots, ins_root, merged, whole=dict(groups.whole), widths=widths)
     for g, names in merged.items():
         if g in plan.whole:
             continue
