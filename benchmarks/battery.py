@@ -300,32 +300,21 @@ def cases(ws: dict[str, Path], bad: dict[str, dict[str, Path]]) -> list[Case]:
         add(f"search index={v}", ["search", str(ix), str(img)], [ix])
         add(f"index info index={v}", ["index", "info", str(ix)], [ix])
         add(f"index remove index={v}", ["index", "remove", str(ix), "SL-nope"], [ix])
-    for v, lab in bad["labels"].items():
-        add(f"classify labels={v}", ["classify", str(ws["model"]), str(img), "--labels", str(lab)], [lab])
-        add(
-            f"eval labels={v}",
-            ["eval", str(ws["keras"]), "--data", "fashion-mnist:test:20", "--labels", str(lab)],
-            [lab],
-        )
-        add(
-            f"convert labels={v}",
-            ["convert", str(ws["keras"]), "--labels", str(lab), "--out", str(o / f"cl_{v}")],
-            [lab],
-            [o / f"cl_{v}"],
-        )
-    for v, c in bad["contract"].items():
-        add(f"classify contract={v}", ["classify", str(ws["model"]), str(img), "--contract", str(c)], [c])
-        add(
-            f"eval contract={v}",
-            ["eval", str(ws["keras"]), "--data", "fashion-mnist:test:20", "--contract", str(c)],
-            [c],
-        )
-        add(
-            f"convert contract={v}",
-            ["convert", str(ws["keras"]), "--contract", str(c), "--out", str(o / f"ct_{v}")],
-            [c],
-            [o / f"ct_{v}"],
-        )
+    for kind in ("labels", "contract"):  # the sidecar files classify, eval and convert accept
+        for v, f in bad[kind].items():
+            add(f"classify {kind}={v}", ["classify", str(ws["model"]), str(img), f"--{kind}", str(f)], [f])
+            add(
+                f"eval {kind}={v}",
+                ["eval", str(ws["keras"]), "--data", "fashion-mnist:test:20", f"--{kind}", str(f)],
+                [f],
+            )
+            out = o / f"c_{kind}_{v}"
+            add(
+                f"convert {kind}={v}",
+                ["convert", str(ws["keras"]), f"--{kind}", str(f), "--out", str(out)],
+                [f],
+                [out],
+            )
     for v, f in bad["outputs"].items():
         add(
             f"drift device-outputs={v}",
@@ -343,6 +332,7 @@ def cases(ws: dict[str, Path], bad: dict[str, dict[str, Path]]) -> list[Case]:
             [o / f"cs_{v}"],
         )
     # option values out of range, paths where outputs cannot go, outputs over inputs
+    index_build = ["index", "build", str(ws["catalog"] / "products.csv"), "--model", str(ws["emb"])]
     opts = [
         ("classify --top-k 0", ["classify", str(ws["model"]), str(img), "--top-k", "0"]),
         ("classify --threads 0", ["classify", str(ws["model"]), str(img), "--threads", "0"]),
@@ -379,11 +369,7 @@ def cases(ws: dict[str, Path], bad: dict[str, dict[str, Path]]) -> list[Case]:
         (
             "index build --out /proc/x",
             [
-                "index",
-                "build",
-                str(ws["catalog"] / "products.csv"),
-                "--model",
-                str(ws["emb"]),
+                *index_build,
                 "--out",
                 "/proc/x",
             ],
@@ -431,11 +417,7 @@ def cases(ws: dict[str, Path], bad: dict[str, dict[str, Path]]) -> list[Case]:
         (
             "index build --out its catalog",
             [
-                "index",
-                "build",
-                str(ws["catalog"] / "products.csv"),
-                "--model",
-                str(ws["emb"]),
+                *index_build,
                 "--out",
                 str(ws["catalog"]),
                 "--overwrite",
