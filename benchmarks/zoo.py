@@ -30,12 +30,11 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmarks import ROOT
+from benchmarks.zoo_archs import ARCHS, CLASSES, MINI, SIZE, Arch, contract_for
 
 RECIPES = (
     "float16",
@@ -65,142 +64,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "prune-int8": (0.50, 0.20),
     "pqat-int8": (0.50, 0.20),
 }
-SIZE = 32
-CLASSES = 10
 DEFAULT_OUT = ROOT / "out" / "zoo"
-
-
-# -- architectures and the contract each family's preprocess_input implies --------------------
-def _contract(kind: str) -> dict[str, Any]:
-    base = {"version": 1, "size": [SIZE, SIZE], "channels": 3, "interpolation": "linear", "crop": "center"}
-    if kind == "tf":  # [-1, 1]
-        return {**base, "color_order": "RGB", "mean": [127.5] * 3, "std": [127.5] * 3}
-    if kind == "caffe":  # BGR, ImageNet mean subtracted, no scaling
-        return {**base, "color_order": "BGR", "mean": [103.939, 116.779, 123.68], "std": [1.0] * 3}
-    if kind == "torch":  # RGB, ImageNet mean and std
-        return {
-            **base,
-            "color_order": "RGB",
-            "mean": [123.675, 116.28, 103.53],
-            "std": [58.395, 57.12, 57.375],
-        }
-    return {**base, "color_order": "RGB", "mean": [0.0] * 3, "std": [1.0] * 3}  # raw: the model normalizes
-
-
-@dataclass(frozen=True)
-class Arch:
-    name: str
-    contract: str  # tf | caffe | torch | raw
-    build: Callable[[bool], Any]  # include_top -> Keras 3 model (random weights)
-    kinds: str  # the layer kinds it brings, for the CI slice
-
-
-def _app(name: str, **kw: Any) -> Callable[[bool], Any]:
-    def build(top: bool) -> Any:
-        import keras
-
-        fn = getattr(keras.applications, name)
-        extra = {"classes": CLASSES} if top else {}
-        return fn(weights=None, input_shape=(SIZE, SIZE, 3), include_top=top, **kw, **extra)
-
-    return build
-
-
-def _mini(family: str) -> Callable[[bool], Any]:
-    """The family's own Keras Applications builder at reduced depth and width."""
-
-    def build(top: bool) -> Any:
-        from keras.src.applications import convnext, densenet, efficientnet, mobilenet_v3, nasnet, resnet
-
-        common = {"weights": None, "input_shape": (SIZE, SIZE, 3), "include_top": top}
-        if top:
-            common["classes"] = CLASSES
-        if family == "MobileNetV3Small":
-            import keras
-
-            return keras.applications.MobileNetV3Small(alpha=0.75, **common)
-        if family == "EfficientNetB0":
-            blocks = [b for b in efficientnet.DEFAULT_BLOCKS_ARGS[:3]]
-            return efficientnet.EfficientNet(
-                0.25, 0.5, SIZE, blocks_args=blocks, name="efficientnet_mini", **common
-            )
-        if family == "ConvNeXtTiny":
-            return convnext.ConvNeXt(
-                [1, 1, 1, 1],
-                [16, 32, 48, 64],
-                drop_path_rate=0.1,
-                default_size=SIZE,
-                name="convnext_mini",
-                **common,
-            )
-        if family == "DenseNet121":
-            return densenet.DenseNet([1, 2, 2, 1], name="densenet_mini", **common)
-        if family == "ResNet50V2":
-
-            def stack(x: Any) -> Any:
-                x = resnet.stack_residual_blocks_v2(x, 16, 2, name="conv2")  # 1 block would repeat a name
-                return resnet.stack_residual_blocks_v2(x, 32, 2, stride1=1, name="conv3")
-
-            return resnet.ResNet(stack, True, True, name="resnet_v2_mini", **common)
-        if family == "NASNetMobile":
-            kw = {k: v for k, v in common.items() if k != "input_shape"}
-            return nasnet.NASNet(
-                (SIZE, SIZE, 3),
-                penultimate_filters=96,
-                num_blocks=1,
-                stem_block_filters=8,
-                name="nasnet_mini",
-                **kw,
-            )
-        if family == "MobileNet":
-            import keras
-
-            return keras.applications.MobileNet(alpha=0.5, **common)
-        raise KeyError(family)
-        del mobilenet_v3  # pragma: no cover
-
-    return build
-
-
-ARCHS = {
-    a.name: a
-    for a in (
-        Arch("MobileNet", "tf", _app("MobileNet"), "ReLU(6), DepthwiseConv2D, Reshape head"),
-        Arch("MobileNetV2", "tf", _app("MobileNetV2"), "inverted residual Add, ReLU(6)"),
-        Arch(
-            "MobileNetV3Small", "raw", _app("MobileNetV3Small"), "hard_silu, ops x+3 and x*1/6, SE Multiply"
-        ),
-        Arch("MobileNetV3Large", "raw", _app("MobileNetV3Large"), "hard_silu, ops, SE Multiply"),
-        Arch("EfficientNetB0", "raw", _app("EfficientNetB0"), "silu, Rescaling + Normalization, SE Reshape"),
-        Arch("EfficientNetV2B0", "raw", _app("EfficientNetV2B0"), "silu, per-channel Normalization"),
-        Arch("ResNet50", "caffe", _app("ResNet50"), "BGR per-channel mean (fold), residual Add"),
-        Arch("ResNet50V2", "tf", _app("ResNet50V2"), "pre-activation BatchNormalization"),
-        Arch(
-            "DenseNet121",
-            "torch",
-            _app("DenseNet121"),
-            "BatchNormalization after Concatenate, AveragePooling2D",
-        ),
-        Arch("NASNetMobile", "tf", _app("NASNetMobile"), "SeparableConv2D, Cropping2D, Concatenate"),
-        Arch(
-            "ConvNeXtTiny", "raw", _app("ConvNeXtTiny"), "nested models, LayerNormalization, LayerScale, gelu"
-        ),
-    )
-}
-MINI = {
-    name: Arch(name, a.contract, _mini(name), a.kinds)
-    for name, a in ARCHS.items()
-    if name
-    in (
-        "MobileNet",
-        "MobileNetV3Small",
-        "EfficientNetB0",
-        "ConvNeXtTiny",
-        "DenseNet121",
-        "ResNet50V2",
-        "NASNetMobile",
-    )
-}
 
 
 # -- one source model ------------------------------------------------------------------------
@@ -224,7 +88,7 @@ def make_source(
     if path.is_file():
         return path
     out.mkdir(parents=True, exist_ok=True)
-    contract = _contract(arch.contract)
+    contract = contract_for(arch.contract)
     keras.utils.set_random_seed(seed)
     if transfer:
         backbone = arch.build(False)
@@ -386,125 +250,13 @@ def run_model(arch: Arch, transfer: bool, recipes: list[str], cache: Path, **cel
     return out
 
 
-# -- the page -----------------------------------------------------------------------------------
+# -- the bound ----------------------------------------------------------------------------------
 def meets_bound(c: dict[str, Any]) -> bool:
     """A cell converts and agrees with its source within its recipe's :data:`BOUNDS`."""
     agreement, delta = c.get("agreement"), c.get("abs_score_delta_mean")
     if not c.get("converts") or agreement is None or delta is None:
         return False
     return bool(agreement >= BOUNDS[c["recipe"]][0] and delta <= BOUNDS[c["recipe"]][1])
-
-
-def _cell_text(c: dict[str, Any]) -> str:
-    if not c.get("converts"):
-        return f"**fails**: {c.get('error', '')[:80]}"
-    parts = [
-        f"{c['ratio_to_float32']:.2f}x",
-        f"agr {100 * c['agreement']:.1f} %",
-        f"Δ {c['abs_score_delta_mean']:.3f}",
-        f"{c['invoke_ms']:.2f} ms",
-        f"{c['seconds']:.0f} s",
-    ]
-    if c["recipe"] == "edgetpu" and c.get("edgetpu_ops_share") is not None:
-        parts.insert(
-            1, f"TPU {100 * c['edgetpu_ops_share']:.0f} % ops / {100 * c['edgetpu_macs_share']:.0f} % MACs"
-        )
-    mark = "" if meets_bound(c) else " ⚠"
-    if _stale_batchnorm(c):
-        mark += " †"
-    return ", ".join(parts) + mark
-
-
-def _stale_batchnorm(c: dict[str, Any]) -> bool:
-    """A pruning cell measured before the converter re-measured BatchNorm statistics after pruning."""
-    return c["recipe"] in ("prune-int8", "pqat-int8") and bool(c.get("converts")) and (
-        "batchnorm_recalibrated" not in c
-    )
-
-
-def render_page(results: dict[str, Any]) -> str:
-    order = list(ARCHS)  # the page lists families in one order, whatever order they ran in
-    rows = sorted(results["models"], key=lambda m: (order.index(m["arch"]) if m["arch"] in order else 99,
-                                                    m["transfer"]))  # fmt: skip
-    recipes = [r for r in RECIPES if any(c["recipe"] == r for m in rows for c in m["cells"])]
-    total = sum(len(m["cells"]) for m in rows)
-    ok = sum(c.get("converts", False) for m in rows for c in m["cells"])
-    met = sum(meets_bound(c) for m in rows for c in m["cells"])
-    lines = [
-        "# Model zoo: every recipe on every common Keras Applications architecture",
-        "",
-        f"Generated by `python -m benchmarks.zoo` ({results['date']}, {results['machine']}); do not edit by "
-        "hand. `make zoo` runs every cell; `tests/test_model_zoo.py` runs a slice of reduced-size builds of "
-        "the same families in CI.",
-        "",
-        f"**{ok} of {total} cells convert; {met} meet their agreement bound.**",
-        "",
-        "How a cell is made: the architecture is built by `keras.applications` with random weights at "
-        f"{SIZE}x{SIZE}x3 (the smallest input these builders accept), 10 classes, and again as a "
-        "transfer-learning model `Sequential([backbone(include_top=False), GlobalAveragePooling2D(), "
-        "Dense(10)])`; it is trained for three epochs on 4,096 Fashion-MNIST images (BatchNorm statistics "
-        "recalibrated on real images) and saved as a Keras 3 "
-        "`.keras` file with the contract of its family's `preprocess_input` (`tf`: [-1, 1]; `caffe`: BGR "
-        "minus the ImageNet mean; `torch`: ImageNet mean and std; `raw`: pixels, the model normalizes "
-        "itself). Then `shoplens convert` runs once per recipe: calibration on 200 training images, "
-        "fine-tuning (QAT one epoch, pruning to 50 % two epochs) on 2,048, agreement and mean |score "
-        "delta| against the "
-        "Keras source on 500 test images, invoke p50 at 1 thread.",
-        "",
-        "Each cell: bytes as a share of float32, top-1 agreement with the Keras source, mean |score "
-        "delta|, invoke ms (1 thread), convert seconds; for `edgetpu` the share of ops and MACs the "
-        "pre-flight maps to the Edge TPU. ⚠ marks a cell outside its bound.",
-        "",
-        *(
-            [
-                "† measured by an earlier converter that did not re-measure BatchNorm statistics after "
-                "pruning (their moving averages then still describe the dense model; pruned models "
-                "answered far from their source). `make zoo ZOO_ARGS='--redo prune-int8 --redo "
-                "pqat-int8'` measures these cells again.",
-                "",
-            ]
-            if any(_stale_batchnorm(c) for m in rows for c in m["cells"])
-            else []
-        ),
-        "| recipe | float16 | dynamic | int8 | int8 per-tensor | qat-int8 | prune 50 % + int8 | "
-        "pqat-int8 | auto | edgetpu |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        "| agreement / mean Δ bound | "
-        + " | ".join(f">= {100 * BOUNDS[r][0]:.0f} % / <= {BOUNDS[r][1]}" for r in RECIPES)
-        + " |",
-        "",
-        "| model | params | contract | " + " | ".join(recipes) + " |",
-        "| --- | ---: | --- | " + " | ".join("---" for _ in recipes) + " |",
-    ]
-    for m in rows:
-        cells = {c["recipe"]: c for c in m["cells"]}
-        lines.append(
-            f"| {m['model']} | {m['params'] / 1e6:.2f} M | {m['contract']} | "
-            + " | ".join(_cell_text(cells[r]) if r in cells else "-" for r in recipes)
-            + " |"
-        )
-    lines += [
-        "",
-        "## What the converter did to each model",
-        "",
-        "| model | bridged | input preprocessing | QAT layers outside TFMOT's scheme | prunable weights |",
-        "| --- | --- | --- | ---: | ---: |",
-    ]
-    for m in rows:
-        cells = {c["recipe"]: c for c in m["cells"]}
-        q = cells.get("qat-int8", {})
-        p = cells.get("prune-int8", {})
-        share = p.get("prunable_share")
-        lines.append(
-            f"| {m['model']} | {'yes' if q.get('bridge') else '-'} | "
-            f"{q.get('input_preprocessing') or 'none'} | "
-            f"{q.get('qat_fallback_layers', '-')} | {'-' if share is None else f'{100 * share:.0f} %'} |"
-        )
-    done = "" if results.get("complete", True) else " (incomplete: the run stopped before every model)"
-    lines += ["", f"Total: {results['seconds'] / 60:.0f} min on {results['machine']}{done}.", ""]
-    if results.get("pending"):
-        lines += [f"Not measured yet: {', '.join(results['pending'])} (`make zoo` resumes).", ""]
-    return "\n".join(lines)
 
 
 # -- the driver ---------------------------------------------------------------------------------
@@ -542,6 +294,7 @@ def _reusable(path: Path, mini: bool, eval_n: int, recipes: list[str]) -> dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks import zoo_page  # the page reads this module's tables
     ap = argparse.ArgumentParser(prog="python -m benchmarks.zoo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", action="append", help="architecture (repeatable; default: all)")
     ap.add_argument("--recipe", action="append", choices=RECIPES, help="recipe (repeatable; default: all)")
@@ -563,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         return _worker(args)
     if args.render:
-        Path(args.page).write_text(render_page(json.loads(Path(args.render).read_text())), encoding="utf-8")
+        page = zoo_page.render_page(json.loads(Path(args.render).read_text()))
+        Path(args.page).write_text(page, encoding="utf-8")
         return 0
     from rich.progress import Progress
 
@@ -637,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             results["pending"] = [f"{n}{' (transfer)' if t else ''}" for n, t in rest]
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-            Path(args.page).write_text(render_page(results), encoding="utf-8")
+            Path(args.page).write_text(zoo_page.render_page(results), encoding="utf-8")
     print(f"wrote {out} and {args.page}")
     return 0
 
