@@ -1,0 +1,197 @@
+"""The bad-input battery's inputs: a scratch workspace of good ones, and bad variants of each kind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks import REF, ROOT
+
+__all__ = ["EXE", "WORK", "bad_files", "shoplens", "workspace"]
+
+EXE = str(Path(sys.executable).parent / "shoplens")
+WORK = ROOT / "out" / "battery"
+
+
+def shoplens(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([EXE, *args], capture_output=True, text=True, env=env, cwd=cwd or WORK, timeout=900)
+
+
+def workspace() -> dict[str, Path]:
+    """The good inputs every bad one is made from (built once, reused)."""
+    ws = {
+        "model": WORK / "ref" / "model.tflite",
+        "emb": WORK / "ref" / "embedding.tflite",
+        "catalog": WORK / "catalog",
+        "index": WORK / "index",
+        "bundle": WORK / "bundle",
+        "kiosk": WORK / "kiosk",
+        "keras": WORK / "keras" / "product_cnn.keras",
+    }
+    WORK.mkdir(parents=True, exist_ok=True)
+    if not ws["model"].is_file():
+        r = shoplens(
+            "convert",
+            str(REF / "product_cnn.keras"),
+            "--out",
+            str(WORK / "ref"),
+            "--recipe",
+            "int8",
+            "--calib-data",
+            "fashion-mnist:train:100",
+            "--embedding",
+            "auto",
+            "--quiet",
+        )
+        assert r.returncode == 0, r.stderr
+    if not ws["keras"].is_file():
+        ws["keras"].parent.mkdir(parents=True, exist_ok=True)
+        for f in ("product_cnn.keras", "contract.json", "labels.txt"):
+            shutil.copyfile(REF / f, ws["keras"].parent / f)
+    if not ws["catalog"].is_dir():
+        assert shoplens("data", "catalog", "--out", str(ws["catalog"]), "--count", "80").returncode == 0
+    if not ws["index"].is_dir():
+        r = shoplens(
+            "index",
+            "build",
+            str(ws["catalog"] / "products.csv"),
+            "--model",
+            str(ws["emb"]),
+            "--out",
+            str(ws["index"]),
+        )
+        assert r.returncode == 0, r.stderr
+    if not ws["bundle"].is_dir():
+        r = shoplens("bundle", str(ws["model"]), "--out", str(ws["bundle"]), "--frames", "8")
+        assert r.returncode == 0, r.stderr
+    if not ws["kiosk"].is_dir():
+        assert shoplens("data", "kiosk", "--out", str(ws["kiosk"]), "--frames", "20").returncode == 0
+    return ws
+
+
+def bad_files(ws: dict[str, Path], quick: bool) -> dict[str, dict[str, Path]]:
+    """Bad variants of each kind of input: kind -> variant -> path."""
+    bad = WORK / "bad"
+    if bad.exists():
+        shutil.rmtree(bad)
+    bad.mkdir()
+    model = ws["model"].read_bytes()
+    img = next((ws["catalog"] / "images").iterdir()).read_bytes()
+
+    def put(name: str, data: bytes | str) -> Path:
+        p = bad / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data.encode() if isinstance(data, str) else data)
+        return p
+
+    flipped = bytearray(model)
+    for i in range(64, len(flipped), max(1, len(flipped) // 40)):
+        flipped[i] ^= 0xFF
+    models = {
+        "missing": bad / "nope.tflite",
+        "empty": put("empty.tflite", b""),
+        "truncated_half": put("half.tflite", model[: len(model) // 2]),
+        "truncated_header": put("head.tflite", model[:16]),
+        "bit_flipped": put("flipped.tflite", bytes(flipped)),
+        "text": put("text.tflite", "this is not a model\n"),
+        "png_as_model": put("image.tflite", img),
+        "directory": bad / "adir.tflite",
+    }
+    (bad / "adir.tflite").mkdir()
+    images = {
+        "missing": bad / "nope.png",
+        "empty": put("empty.png", b""),
+        "truncated": put("trunc.png", img[: len(img) // 3]),
+        "text": put("text.png", "not an image"),
+        "model_as_image": put("model.png", model[:4096]),
+        "directory": bad / "imgdir",
+    }
+    (bad / "imgdir").mkdir()
+    folders = {"missing": bad / "nofolder", "empty": bad / "emptyfolder", "only_corrupt": bad / "corrupt"}
+    folders["empty"].mkdir()
+    folders["only_corrupt"].mkdir()
+    for i in range(3):
+        put(f"corrupt/x/{i}.png", b"\x89PNG broken")
+    csv_head = (ws["catalog"] / "products.csv").read_text().splitlines()
+    good_rows = csv_head[1:]
+    csvs = {
+        "missing": bad / "nope.csv",
+        "empty": put("empty.csv", ""),
+        "header_only": put("header.csv", csv_head[0] + "\n"),
+        "bad_price": put(
+            "catalog_bp/products.csv",
+            "\n".join(
+                [csv_head[0], *good_rows[:5], good_rows[5].replace(good_rows[5].split(",")[3], "cheap", 1)]
+            )
+            + "\n",
+        ),
+        "duplicate_ids": put(
+            "catalog_dup/products.csv", "\n".join([csv_head[0], *good_rows[:5], good_rows[0]]) + "\n"
+        ),
+        "missing_images": put("catalog_mi/products.csv", "\n".join([csv_head[0], *good_rows[:5]]) + "\n"),
+        "binary": put("binary.csv", model[:2048]),
+    }
+    for name in ("catalog_bp", "catalog_dup"):
+        shutil.copytree(ws["catalog"] / "images", bad / name / "images")
+    indexes = {"missing": bad / "noindex", "empty": bad / "emptyindex", "not_index": ws["catalog"]}
+    indexes["empty"].mkdir()
+    for what in ("no_manifest", "truncated_codes", "manifest_garbage", "manifest_other_model"):
+        d = bad / f"index_{what}"
+        shutil.copytree(ws["index"], d)
+        indexes[what] = d
+    (indexes["no_manifest"] / "manifest.json").unlink()
+    codes = indexes["truncated_codes"] / "codes.bin"
+    codes.write_bytes(codes.read_bytes()[: codes.stat().st_size // 2])
+    (indexes["manifest_garbage"] / "manifest.json").write_text("{not json")
+    m = json.loads((indexes["manifest_other_model"] / "manifest.json").read_text())
+    m["model_sha256"] = "0" * 64
+    (indexes["manifest_other_model"] / "manifest.json").write_text(json.dumps(m))
+    labels = {
+        "wrong_count": put("labels3.txt", "a\nb\nc\n"),
+        "empty": put("labels0.txt", ""),
+        "missing": bad / "nolabels.txt",
+    }
+    contracts = {
+        "garbage": put("contract_bad.json", "{"),
+        "wrong_size": put("contract_size.json", json.dumps({"version": 1, "size": [-5, 0], "channels": 3})),
+        "missing": bad / "nocontract.json",
+        "wrong_values": put(
+            "contract_vals.json",
+            json.dumps({"version": 1, "size": [96, 96], "channels": 3, "mean": [0, 0], "std": [0, 1, 1]}),
+        ),
+    }
+    outputs = {
+        "missing": bad / "nodev.json",
+        "garbage": put("dev_bad.json", "[1,2"),
+        "empty": put("dev_empty.json", "{}"),
+        "wrong_shape": put("dev_shape.json", json.dumps({"x": [1.0]})),
+        "csv_garbage": put("dev_bad.csv", "id,a\n1,b\n"),
+    }
+    specs = {
+        "unknown_scheme": "nosuch:thing",
+        "bad_split": "fashion-mnist:validation",
+        "bad_count": "fashion-mnist:test:-3",
+        "zero": "fashion-mnist:test:0",
+        "kiosk_missing": "kiosk:" + str(bad / "nokiosk"),
+        "empty_dir": str(bad / "emptyfolder"),
+        "corrupt_dir": str(bad / "corrupt"),
+    }
+    out = {
+        "model": models,
+        "image": images,
+        "folder": folders,
+        "csv": csvs,
+        "index": indexes,
+        "labels": labels,
+        "contract": contracts,
+        "outputs": outputs,
+        "spec": {k: Path(v) for k, v in specs.items()},
+    }
+    if quick:
+        out = {k: dict(list(v.items())[:2]) for k, v in out.items()}
+    return out
