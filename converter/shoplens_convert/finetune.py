@@ -72,7 +72,8 @@ def recalibrate_batchnorm(model: Any, x: np.ndarray, *, images: int = 1024, batc
     layers were recalibrated (at any depth).
     """
     tfk = tf_keras()
-    layers = [ly for ly in _all_layers(model) if isinstance(ly, tfk.layers.BatchNormalization)]
+    every = model._flatten_layers(include_self=False, recursive=True)  # nested models and wrappers too
+    layers = [ly for ly in every if isinstance(ly, tfk.layers.BatchNormalization)]
     if not layers or not len(x):
         return 0
     saved = [ly.momentum for ly in layers]
@@ -85,18 +86,6 @@ def recalibrate_batchnorm(model: Any, x: np.ndarray, *, images: int = 1024, batc
         for ly, mom in zip(layers, saved, strict=True):
             ly.momentum = mom
     return len(layers)
-
-
-def _all_layers(model: Any) -> list[Any]:
-    out = []
-    for ly in model.layers:
-        out.append(ly)
-        if hasattr(ly, "layers"):
-            out += _all_layers(ly)
-        inner = getattr(ly, "layer", None)  # a wrapper (pruning, QAT)
-        if inner is not None:
-            out.append(inner)
-    return out
 
 
 def fine_tune(
