@@ -150,6 +150,9 @@ def cases(ws: dict[str, Path], bad: dict[str, dict[str, Path]]) -> list[Case]:
         )
     # option values out of range, paths where outputs cannot go, outputs over inputs
     index_build = ["index", "build", str(ws["catalog"] / "products.csv"), "--model", str(ws["emb"])]
+    classify_img = ["classify", str(ws["model"]), str(img)]
+    prune = ["convert", str(ws["keras"]), "--prune", "0.5", "--calib-data", "fashion-mnist:train:20"]
+    two = bad["folder"].get("two_classes", WORK / "bad" / "two")
     opts = [
         ("classify --top-k 0", ["classify", str(ws["model"]), str(img), "--top-k", "0"]),
         ("classify --threads 0", ["classify", str(ws["model"]), str(img), "--threads", "0"]),
@@ -291,6 +294,9 @@ def cases(ws: dict[str, Path], bad: dict[str, dict[str, Path]]) -> list[Case]:
         ),
         ("index remove unknown id", ["index", "remove", str(WORK / "index_copy"), "SL-nope"]),
         ("classify --camera 99", ["classify", str(ws["model"]), "--camera", "99"]),
+        ("classify IMAGE --camera 0", ["classify", str(ws["model"]), str(img), "--camera", "0"]),
+        ("classify --delegate edgetpu, no runtime", [*classify_img, "--delegate", "edgetpu"]),
+        ("convert --prune, 2-class train data", [*prune, "--train-data", str(two), "--out", str(o / "cp2")]),
         ("unknown command", ["frobnicate"]),
         ("unknown option", ["classify", str(ws["model"]), str(img), "--frob"]),
     ]

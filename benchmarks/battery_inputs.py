@@ -101,6 +101,7 @@ def bad_files(ws: dict[str, Path], quick: bool) -> dict[str, dict[str, Path]]:
         "text": put("text.tflite", "this is not a model\n"),
         "png_as_model": put("image.tflite", img),
         "directory": bad / "adir.tflite",
+        "two_outputs": put("two_outputs.tflite", _two_output_model()),
     }
     (bad / "adir.tflite").mkdir()
     images = {
@@ -117,6 +118,13 @@ def bad_files(ws: dict[str, Path], quick: bool) -> dict[str, dict[str, Path]]:
     folders["only_corrupt"].mkdir()
     for i in range(3):
         put(f"corrupt/x/{i}.png", b"\x89PNG broken")
+    # a folder that is not one of the model's labels; a folder of two classes (a subset: fine to
+    # evaluate, not to fine-tune on); one 1x1 image among good ones (skipped, counted and named)
+    folders |= {"unknown_class": bad / "unknown", "two_classes": bad / "two", "tiny_among_good": bad / "tiny"}
+    for name, cls in (("unknown", "Spaceship"), ("two", "Bag"), ("two", "Coat"), ("tiny", "Bag")):
+        for i, f in enumerate(sorted((ws["catalog"] / "images").iterdir())[:4]):
+            put(f"{name}/{cls}/{i}{f.suffix}", f.read_bytes())
+    put("tiny/Bag/tiny.png", _png_1x1())
     csv_head = (ws["catalog"] / "products.csv").read_text().splitlines()
     good_rows = csv_head[1:]
     csvs = {
@@ -195,3 +203,20 @@ def bad_files(ws: dict[str, Path], quick: bool) -> dict[str, dict[str, Path]]:
     if quick:
         out = {k: dict(list(v.items())[:2]) for k, v in out.items()}
     return out
+
+
+def _two_output_model() -> bytes:
+    """A real TFLite model with two outputs (scores and a 4-vector): not a classifier."""
+    import tensorflow as tf
+
+    i = tf.keras.Input((28, 28, 1))
+    x = tf.keras.layers.Flatten()(i)
+    m = tf.keras.Model(i, [tf.keras.layers.Dense(10, activation="softmax")(x), tf.keras.layers.Dense(4)(x)])
+    return bytes(tf.lite.TFLiteConverter.from_keras_model(m).convert())
+
+
+def _png_1x1() -> bytes:
+    import cv2
+    import numpy as np
+
+    return bytes(cv2.imencode(".png", np.zeros((1, 1), np.uint8))[1].tobytes())

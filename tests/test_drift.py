@@ -133,6 +133,12 @@ def test_collapsed_int8_model_is_named(tiny_keras_model, tmp_path: Path) -> None
     for needle in ("> --max-drop 1 (by", "< --min-agreement 99 %", "> --max-class-drop 5", "collapsed"):
         assert needle in p.stderr, p.stderr
     assert "gate failed" in p.stdout
+    # no limits given on the command line: the collapse alone fails the gate, --allow-collapse passes
+    p = run_cli("drift", str(tiny_keras_model), str(cand), "--data", "fashion-mnist:test:300")
+    one_line_error(p, 1, "collapsed")
+    assert "gate failed" in p.stdout and "gate passed" not in p.stdout
+    p = run_cli("drift", str(tiny_keras_model), str(cand), "--data", "fashion-mnist:test:300", "--allow-collapse")
+    assert p.returncode == 0, p.stderr
 
 
 def test_paired_bootstrap_ci_brackets_the_drop() -> None:

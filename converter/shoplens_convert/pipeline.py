@@ -140,7 +140,7 @@ def read_data(src: Source, o: ConvertOptions, recipe: Recipe) -> Data:
             )
     train = None
     if o.train_data and (o.prune is not None or o.prune_channels is not None or recipe.qat):
-        train_ds = open_dataset(o.train_data, labels=src.labels)
+        train_ds = open_dataset(o.train_data, labels=src.labels, every_class=True)
         train = preprocessed_arrays(train_ds, src.contract, None, what="training data", show_progress=show)
         if train[1].size and int(train[1].max()) >= len(src.labels):
             raise DataError(

@@ -71,7 +71,10 @@ class EvalResult:
             "skipped": self.skipped,
             "top1": round(self.top1, 6),
             "top5": round(self.top5, 6),
-            "per_class_top1": {k: round(v, 6) for k, v in self.per_class_accuracy.items()},
+            # a class the data holds no images of has no accuracy: null, never NaN (invalid JSON)
+            "per_class_top1": {
+                k: None if np.isnan(v) else round(v, 6) for k, v in self.per_class_accuracy.items()
+            },
             "confusion": self.confusion.tolist(),
             "labels": list(self.label_names),
             "seconds": round(self.seconds, 2),

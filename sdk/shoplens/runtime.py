@@ -8,12 +8,9 @@ TensorFlow by surprise. Delegates: ``cpu`` (XNNPACK with ``num_threads``) and ``
 
 from __future__ import annotations
 
-import contextlib
-import gc
+import ctypes
 import importlib
 import platform
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -94,25 +91,6 @@ def _import_backend(backend: Backend) -> tuple[Backend, Any]:
     )
 
 
-@contextlib.contextmanager
-def _quiet_failed_delegate() -> Iterator[None]:
-    """A delegate that failed to load leaves a half-built ``Delegate`` whose ``__del__`` raises
-    (``AttributeError: _library``) and prints a traceback after our one-line error; collect it
-    here, with that one kind of unraisable exception ignored."""
-    previous = sys.unraisablehook
-
-    def hook(u: Any) -> None:
-        if not (u.exc_type is AttributeError and "Delegate" in getattr(u.object, "__qualname__", "")):
-            previous(u)
-
-    sys.unraisablehook = hook
-    try:
-        yield
-    finally:
-        gc.collect()
-        sys.unraisablehook = previous
-
-
 def detect_backend(backend: Backend | str = Backend.AUTO) -> Backend:
     """The interpreter package ``backend`` resolves to here (auto: the first importable one)."""
     return _import_backend(Backend(backend))[0]
@@ -171,9 +149,11 @@ def make_interpreter(
         try:
             if load_delegate is None:
                 raise ValueError(f"{b.value} cannot load delegates")
+            # load the library ourselves first: a Delegate whose library failed to load is left
+            # half-built and its __del__ prints a traceback (AttributeError _library) at exit
+            ctypes.CDLL(lib)
             options = {"device": device} if device else {}
-            with _quiet_failed_delegate():
-                kwargs["experimental_delegates"] = [load_delegate(lib, options)]
+            kwargs["experimental_delegates"] = [load_delegate(lib, options)]
         except (ValueError, OSError, RuntimeError) as exc:
             if not fallback_to_cpu:
                 raise DelegateUnavailableError(

@@ -12,6 +12,7 @@ damaged stream) are kept off stderr, and a camera that disappears is reopened.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,11 @@ from shoplens.errors import DataError, UsageError
 from shoplens.internal.quiet import quiet_native_stderr
 
 __all__ = ["VIDEO_EXTENSIONS", "Frame", "FrameSource", "VideoSource", "open_source"]
+
+# FFmpeg's decoder threads log damaged packets ("ac-tex damaged", "Error at MB") after read()
+# returns, outside quiet_native_stderr; OpenCV reads this level when it first opens a video.
+# A damaged video is reported by us instead (its frame count against the container's).
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 VIDEO_EXTENSIONS = frozenset({".avi", ".mp4", ".mkv", ".mov", ".webm", ".mjpg", ".mjpeg", ".m4v"})
 DEFAULT_FPS = 30.0

@@ -49,8 +49,8 @@ QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars
 ModelPath = Annotated[Path, typer.Argument(help="A .tflite model.", exists=True, dir_okay=False)]
 ExistingPath = Annotated[Path, typer.Argument(exists=True)]
 
-out_console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+out_console = Console(soft_wrap=True, emoji=False)  # "fashion-mnist:train:50" is no emoji
+err_console = Console(stderr=True, soft_wrap=True, emoji=False)
 
 
 def print_json(obj: Any) -> None:

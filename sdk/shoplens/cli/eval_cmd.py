@@ -69,4 +69,4 @@ def eval_command(
         f"top-5 {result.top5 * 100:.2f} % ({result.n} images, {result.seconds:.1f} s)"
     )
     for name, acc in result.per_class_accuracy.items():
-        out_console.print(f"  {name:<20} {acc * 100:6.2f} %")
+        out_console.print(f"  {name:<20} {acc * 100:6.2f} %" if acc == acc else f"  {name:<20} (no images)")

@@ -7,8 +7,11 @@ Each command lives in its own module with its own ``typer.Typer()`` and is compo
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 import typer
@@ -83,7 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (also used by the console script)."""
     command = typer.main.get_command(app)
     try:
-        rv = command.main(args=argv, prog_name="shoplens", standalone_mode=False)
+        with _sigint_seen() as seen:
+            try:
+                rv = command.main(args=argv, prog_name="shoplens", standalone_mode=False)
+            except BaseException:
+                # Ctrl-C inside native code (TensorFlow, TFMOT) can surface as another exception
+                # (SystemError, TypeError) that a stage then reports as its own failure
+                if seen():
+                    raise KeyboardInterrupt from None
+                raise
     except ShopLensError as exc:
         _err(f"error: {_one_line(exc.message)}")
         return exc.exit_code
@@ -115,6 +126,26 @@ def main(argv: list[str] | None = None) -> int:
     if rv == 130:  # typer turns Ctrl-C into the return value 130 (no command of ours returns it)
         _err("interrupted; nothing was written (ShopLens writes its outputs atomically)")
     return int(rv) if isinstance(rv, int) else 0
+
+
+@contextlib.contextmanager
+def _sigint_seen() -> Iterator[Callable[[], bool]]:
+    """Note a Ctrl-C (then raise KeyboardInterrupt as Python does); yields "was there one?"."""
+    seen = [False]
+
+    def on_sigint(signum: int, frame: object) -> None:
+        seen[0] = True
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread (an embedding application): leave its handler alone
+        yield lambda: False
+        return
+    try:
+        yield lambda: seen[0]
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _broken_pipe(exc: BaseException | None) -> bool:

@@ -69,6 +69,10 @@ class Dataset:
         """The id of every image, in order, as :meth:`batches` yields them (subclasses avoid decoding)."""
         return [i for b in self.batches(256) for i in b.ids]
 
+    def class_ids(self) -> np.ndarray:
+        """The class index of every listed image, without decoding any (subclasses override)."""
+        return np.concatenate([b.labels for b in self.batches(256)] or [np.empty(0, np.int64)])
+
     def _check_batch_size(self, batch_size: int) -> None:
         if batch_size < 1:
             raise DataError(f"batch size must be >= 1, got {batch_size}")
@@ -89,6 +93,9 @@ class ArrayDataset(Dataset):
 
     def ids(self) -> list[str]:
         return [f"{self.id_prefix}{i}" for i in range(len(self.images))]
+
+    def class_ids(self) -> np.ndarray:
+        return np.asarray(self.labels, np.int64)
 
     def batches(self, batch_size: int = 64) -> Iterator[Batch]:
         self._check_batch_size(batch_size)
@@ -237,6 +244,9 @@ class FolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def class_ids(self) -> np.ndarray:
+        return np.asarray([c for _, c in self.files], np.int64)
+
     def batches(self, batch_size: int = 64) -> Iterator[Batch]:
         self._check_batch_size(batch_size)
         unreadable = 0
@@ -318,6 +328,9 @@ class KioskDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def class_ids(self) -> np.ndarray:
+        return np.asarray([int(r["label"]) for r in self.rows], np.int64)
 
     def ids(self) -> list[str]:
         if any("#" in r["file"] for r in self.rows):

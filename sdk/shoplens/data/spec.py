@@ -83,6 +83,7 @@ def open_dataset(
     *,
     labels: Sequence[str] | None = None,
     fashion_mnist_dir: str | None = None,
+    every_class: bool = False,
 ) -> Dataset:
     """Open the dataset a spec names.
 
@@ -90,11 +91,27 @@ def open_dataset(
       spec: a data spec (see the module docstring).
       labels: the labels of the model the data is for: an image folder's class folders map to them
         by name (a subset is fine; an unknown folder is an error that lists them).
+      every_class: the data must hold images of every class in ``labels`` (training data: a
+        model fine-tuned on a few of its classes forgets the others).
 
     Raises:
       DataError: anything missing, malformed, or not matching ``labels``.
     """
-    ds = parse_data_spec(spec)
+    opened = _open(parse_data_spec(spec), labels, fashion_mnist_dir)
+    if every_class:
+        names = tuple(labels) if labels is not None else opened.label_names
+        present = set(opened.class_ids().tolist())
+        missing = [n for i, n in enumerate(names) if i not in present]
+        if missing:
+            raise DataError(
+                f"{spec} holds images of {len(names) - len(missing)} of the model's {len(names)} classes "
+                f"(none of: {', '.join(missing)}); fine-tuning on it would make the model forget the "
+                "others: give images of every class"
+            )
+    return opened
+
+
+def _open(ds: DataSpec, labels: Sequence[str] | None, fashion_mnist_dir: str | None) -> Dataset:
     if ds.kind == "fashion-mnist":
         images, ys = load_fashion_mnist(ds.split, fashion_mnist_dir)
         if ds.limit is not None:

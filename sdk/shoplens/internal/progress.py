@@ -28,7 +28,7 @@ class _Bar:
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 transient=True,
-                console=Console(stderr=True),  # stdout stays clean for --json
+                console=Console(stderr=True, emoji=False),  # stdout stays clean for --json
             )
             self._p.start()
             self._task = self._p.add_task(description, total=total)
