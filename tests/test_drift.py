@@ -58,11 +58,13 @@ def test_swapped_channel_order_is_named(color_catalog, tmp_path: Path, browser) 
     best = d["cause_analysis"]["alternatives"][0]
     assert best["agreement"] >= 0.98
     # the HTML report, looked at in a real browser
-    from shoplens.drift.html import render_html
+    from shoplens.drift.html import disagreeing_thumbnails, render_html
 
     d["gate"] = {"passed": False, "failures": ["agreement below 99 %"]}
     page_path = tmp_path / "drift.html"
-    page_path.write_text(render_html(d))
+    thumbs = disagreeing_thumbnails(open_dataset(str(color_catalog["test"])), d["disagreeing_ids"])
+    assert len(thumbs) == min(24, d["disagreeing_total"]) > 0
+    page_path.write_text(render_html(d, thumbs))
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     try:
         page.goto(page_path.as_uri())
@@ -75,6 +77,9 @@ def test_swapped_channel_order_is_named(color_catalog, tmp_path: Path, browser) 
             assert box and box["width"] > 300 and box["height"] > 300
             assert maps.nth(i).locator("rect").count() == 100
         assert page.locator("svg.bars rect").count() == 10
+        shown = page.eval_on_selector_all("#thumbnails img", "els => els.map(e => e.naturalWidth)")
+        assert len(shown) == len(thumbs) and all(w > 0 for w in shown)  # the images decode in a browser
+        assert "limits: none given; a collapse fails" in page.inner_text("#limits")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "drift_report_bgr.png"), full_page=True)
     finally:
@@ -134,10 +139,11 @@ def test_collapsed_int8_model_is_named(tiny_keras_model, tmp_path: Path) -> None
         assert needle in p.stderr, p.stderr
     assert "gate failed" in p.stdout
     # no limits given on the command line: the collapse alone fails the gate, --allow-collapse passes
-    p = run_cli("drift", str(tiny_keras_model), str(cand), "--data", "fashion-mnist:test:300")
+    args = ("drift", str(tiny_keras_model), str(cand), "--data", "fashion-mnist:test:300")
+    p = run_cli(*args)
     one_line_error(p, 1, "collapsed")
     assert "gate failed" in p.stdout and "gate passed" not in p.stdout
-    p = run_cli("drift", str(tiny_keras_model), str(cand), "--data", "fashion-mnist:test:300", "--allow-collapse")
+    p = run_cli(*args, "--allow-collapse")
     assert p.returncode == 0, p.stderr
 
 
@@ -165,6 +171,9 @@ def test_cli_gate_json_and_html(color_catalog, tmp_path: Path) -> None:
     assert d["per_class"][0]["delta_pts"] >= d["per_class"][-1]["delta_pts"]  # worst first
     page = html.read_text()
     assert page.count("<svg") == 3 and 'id="metrics"' in page and "<script" not in page
+    # the verdict names the limits it applied; the disagreeing images are shown, not only listed
+    assert "(limits: top-1 drop &lt;= 2 pts, agreement &gt;= 95 %; a collapse fails)" in page
+    assert page.count('<img src="data:image/png;base64,') == min(24, d["disagreeing_total"])
     # the report is not overwritten without --overwrite
     one_line_error(run_cli("drift", str(ref), str(cand), "--data", str(color_catalog["test"]), "--html",
                            str(html)), 2, "already exists")  # fmt: skip

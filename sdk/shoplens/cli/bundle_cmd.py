@@ -24,7 +24,10 @@ def bundle_command(
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
-    """Write golden frames with the input tensors and scores computed here, for on-device checks."""
+    """Write golden frames with the input tensors and scores computed here, for on-device checks.
+
+    Example: shoplens bundle out/int8/model.tflite --out out/bundle --frames 32
+    """
     from shoplens.bundle_writer import write_bundle
 
     manifest = write_bundle(model, out, frames=frames, seed=seed, overwrite=overwrite, signing_key=sign_key)

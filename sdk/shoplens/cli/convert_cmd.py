@@ -113,7 +113,10 @@ def convert_command(
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
 ) -> None:
-    """Convert a Keras classifier into a self-describing TFLite model, under an accuracy guard."""
+    """Convert a Keras classifier into a self-describing TFLite model, under an accuracy guard.
+
+    Example: shoplens convert m.keras -o out/m --calib-data fashion-mnist:train --eval-data fashion-mnist:test
+    """
     from shoplens_convert.pipeline import ConvertOptions, check_output_dir, convert  # lazy: TensorFlow
 
     options = ConvertOptions(

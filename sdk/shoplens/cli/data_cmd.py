@@ -18,7 +18,10 @@ def info(
     spec: Annotated[str, typer.Argument(help="Data spec (see 'shoplens data --help').")],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Count the images and classes a data spec names."""
+    """Count the images and classes a data spec names (data specs: docs/data.md).
+
+    Example: shoplens data info kiosk:out/demo/kiosk
+    """
     from shoplens.data.spec import open_dataset
 
     ds = open_dataset(spec)
@@ -67,7 +70,10 @@ def kiosk(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace frames already in --out.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
-    """Render reproducible 640x480 BGR kiosk frames (or a video) with a ground-truth CSV."""
+    """Render reproducible 640x480 BGR kiosk frames (or a video) with a ground-truth CSV.
+
+    Example: shoplens data kiosk --out out/kiosk --frames 300 --video
+    """
     from shoplens.data.kiosk import KioskConfig, generate_kiosk
     from shoplens.data.spec import open_dataset
 
@@ -119,7 +125,10 @@ def catalog(
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Generate a demo product catalog (images + products.csv) from Fashion-MNIST."""
+    """Generate a demo product catalog (images + products.csv) from Fashion-MNIST.
+
+    Example: shoplens data catalog --out out/catalog --count 2000 --colours
+    """
     from shoplens.data.catalog_gen import generate_catalog
 
     res = generate_catalog(out, count=count, split=split, seed=seed, overwrite=overwrite,

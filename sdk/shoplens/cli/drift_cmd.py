@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from shoplens.cli._common import out_console, print_json, show_progress
+from shoplens.drift.report import gate_limits, label_name
 from shoplens.errors import DriftGateFailed
 
 app = typer.Typer()
@@ -23,13 +24,12 @@ def _print_report(d: dict[str, Any]) -> None:
     t.add_column("metric")
     t.add_column("reference", justify="right")
     t.add_column("candidate", justify="right")
-    t.add_column("change", justify="right")
-    t.add_row("top-1", f"{100 * d['reference_top1']:.2f} %", f"{100 * d['candidate_top1']:.2f} %",
-              f"{0.0 - d['drop_pts']:+.2f} pts")  # fmt: skip
-    t.add_row("top-5", f"{100 * d['reference_top5']:.2f} %", f"{100 * d['candidate_top5']:.2f} %",
-              f"{100 * (d['candidate_top5'] - d['reference_top5']):+.2f} pts")  # fmt: skip
+    t.add_column("drop (pts)", justify="right")  # one sign everywhere: positive = the candidate is worse
     lo, hi = d["drop_ci95_pts"]
-    t.add_row("top-1 drop, 95 % CI", "", "", f"{d['drop_pts']:.2f} ({lo:.2f}..{hi:.2f})")
+    t.add_row("top-1", f"{100 * d['reference_top1']:.2f} %", f"{100 * d['candidate_top1']:.2f} %",
+              f"{d['drop_pts']:.2f} (95 % CI {lo:.2f}..{hi:.2f})")  # fmt: skip
+    t.add_row("top-5", f"{100 * d['reference_top5']:.2f} %", f"{100 * d['candidate_top5']:.2f} %",
+              f"{100 * (d['reference_top5'] - d['candidate_top5']):.2f}")  # fmt: skip
     t.add_row("agreement", "", "", f"{100 * d['agreement']:.2f} %")
     t.add_row("mean KL", "", "", f"{d['kl_mean']:.5f}")
     t.add_row(
@@ -40,28 +40,28 @@ def _print_report(d: dict[str, Any]) -> None:
     )
     out_console.print(t)
     pc = Table(title="per class, worst first")
-    for col in ("class", "images", "reference", "candidate", "change (pts)", "cand. F1"):
+    for col in ("class", "images", "reference", "candidate", "drop (pts)", "cand. F1"):
         pc.add_column(col, justify="left" if col == "class" else "right")
     for r in d["per_class"][:10]:
         ra, ca = r["reference_accuracy"], r["candidate_accuracy"]
         pc.add_row(str(r["label"]), str(r["support"]), "-" if ra is None else f"{100 * ra:.2f} %",
-                   "-" if ca is None else f"{100 * ca:.2f} %", f"{0.0 - r['delta_pts']:+.2f}",
+                   "-" if ca is None else f"{100 * ca:.2f} %", f"{r['delta_pts']:.2f}",
                    f"{r['candidate']['f1']:.3f}")  # fmt: skip
     out_console.print(pc)
     bad_frames = [f for f in d.get("per_frame", []) if not f["ok"]]
     if d.get("per_frame"):
         out_console.print(f"frames: {len(d['per_frame']) - len(bad_frames)} of {len(d['per_frame'])} match")
         for f in bad_frames[:10]:
-            out_console.print(f"  {f['id']}: top-1 {f['reference_top1']} vs {f['candidate_top1']}, "
+            ref, cand = (label_name(d["labels"], f[k]) for k in ("reference_top1", "candidate_top1"))
+            out_console.print(f"  {f['id']}: top-1 {ref} vs {cand}, "
                               f"max |score delta| {f['max_abs_delta']:.4f}")  # fmt: skip
     if d["disagreeing_total"]:
         ids = ", ".join(map(str, d["disagreeing_ids"][:8]))
         out_console.print(f"disagreeing images: {d['disagreeing_total']} (e.g. {ids})")
     out_console.print(f"likely cause: {d['likely_cause']}")
     gate = d["gate"]
-    out_console.print(
-        "[bold green]gate passed[/bold green]" if gate["passed"] else "[bold red]gate failed[/bold red]"
-    )
+    verdict = "[bold green]gate passed[/bold green]" if gate["passed"] else "[bold red]gate failed[/bold red]"
+    out_console.print(f"{verdict} ({gate_limits(gate)})")
 
 
 @app.command("drift")
@@ -138,7 +138,10 @@ def drift_command(
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Compare a candidate with its reference on the same images; gate on the drop and agreement."""
+    """Compare a candidate with its reference on the same images; gate on the drop and agreement.
+
+    Example: shoplens drift model.keras out/int8/model.tflite --data fashion-mnist:test --max-drop 1
+    """
     from shoplens.data.spec import open_dataset
     from shoplens.drift import DeviceOutputs, open_model, plan_drift, run_drift
 
@@ -177,7 +180,7 @@ def drift_command(
     if save is not None:
         report.save(save, overwrite=overwrite)
     if html is not None:
-        report.save_html(html, overwrite=overwrite)
+        report.save_html(html, overwrite=overwrite, dataset=dataset)
     d = report.to_dict()
     if json_out:
         print_json(d)

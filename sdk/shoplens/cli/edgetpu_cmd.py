@@ -53,7 +53,10 @@ def check_command(
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Predict, op by op in execution order, what the Edge TPU compiler maps and why not."""
+    """Predict, op by op in execution order, what the Edge TPU compiler maps and why not.
+
+    Example: shoplens edgetpu check out/edgetpu/model.tflite --all
+    """
     from shoplens.edgetpu import preflight
     from shoplens.errors import ConversionError
 
@@ -78,7 +81,10 @@ def compile_command(
     ] = 180,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Pre-flight, then run edgetpu_compiler (when installed) and parse its report."""
+    """Pre-flight, then run edgetpu_compiler (when installed) and parse its report.
+
+    Example: shoplens edgetpu compile out/edgetpu/model.tflite --out out/edgetpu
+    """
     from shoplens.edgetpu import compile_for_edgetpu, preflight
 
     pf = preflight(model)

@@ -17,7 +17,10 @@ def inspect_command(
     model: Annotated[Path, typer.Argument(help="A .tflite model.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Show inputs, outputs, quantization, metadata, the contract, the op histogram and Edge TPU status."""
+    """Show inputs, outputs, quantization, metadata, the contract, the op histogram and Edge TPU status.
+
+    Example: shoplens inspect out/int8/model.tflite --json
+    """
     from shoplens.tflite_model import read_model_info
 
     info = read_model_info(model)

@@ -12,7 +12,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from typer.exceptions import Abort, Exit, TyperException
@@ -82,9 +82,37 @@ def _one_line(msg: str) -> str:
     return " ".join(msg.split())
 
 
+EXIT_CODES = "Exit codes: 0 done; 1 a check or gate failed; 2 bad input or usage; 130 interrupted."
+
+
+def build_command() -> Any:
+    """The click command behind ``app``, with help that reads as a user expects: boolean flags
+    show no "<bool>" value, and every command lists the exit codes."""
+    root = typer.main.get_command(app)
+    todo = [root]
+    while todo:
+        cmd = todo.pop()
+        todo.extend(getattr(cmd, "commands", {}).values())
+        cmd.epilog = EXIT_CODES
+        for param in cmd.params:
+            _flag_without_value(param)
+        cmd.get_help_option = _help_option(cmd.get_help_option)  # type: ignore[method-assign,assignment]
+    return root
+
+
+def _flag_without_value(param: Any) -> Any:
+    if param is not None and getattr(param, "is_flag", False) and not getattr(param, "count", False):
+        param.metavar = ""  # typer 0.29 shows a flag's type ("<bool>") as if it took a value
+    return param
+
+
+def _help_option(make: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda ctx: _flag_without_value(make(ctx))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (also used by the console script)."""
-    command = typer.main.get_command(app)
+    command = build_command()
     try:
         with _sigint_seen() as seen:
             try:

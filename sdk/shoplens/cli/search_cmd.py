@@ -134,7 +134,10 @@ def info_command(
     verify: Annotated[bool, typer.Option("--verify", help="Check every file's sha256 too.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """What an index holds: kind, products, sizes per product, model, filter columns."""
+    """What an index holds: kind, products, sizes per product, model, filter columns.
+
+    Example: shoplens index info out/index --json
+    """
     from shoplens.catalog import CatalogIndex
 
     idx = CatalogIndex.load(index, verify=verify)

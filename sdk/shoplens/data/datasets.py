@@ -202,6 +202,8 @@ class FolderDataset(Dataset):
             raise DataError(f"image folder {root} does not exist")
         if not root.is_dir():
             raise DataError(f"{root} is not a directory; expected one subfolder per class")
+        if (root / "ground_truth.csv").is_file():  # the kiosk generator's layout (data/kiosk.py)
+            raise DataError(f"{root} holds kiosk frames (ground_truth.csv); give it as the spec kiosk:{root}")
         subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         labels_txt = root / "labels.txt"
         if label_names is not None:

@@ -6,10 +6,17 @@ deltas, both confusion matrices as heatmaps, the cause analysis and the disagree
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Iterable
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["render_html"]
+from shoplens.drift.report import gate_limits, label_name
+
+if TYPE_CHECKING:
+    from shoplens.data.datasets import Dataset
+
+__all__ = ["disagreeing_thumbnails", "render_html"]
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
@@ -21,7 +28,31 @@ h1{font-size:1.5rem;margin:0 0 .3rem}h2{font-size:1.1rem;margin:2rem 0 .6rem;bor
 table{border-collapse:collapse;margin:.4rem 0}td,th{padding:.25rem .7rem;border-bottom:1px solid #e8ebf0;
 text-align:right}th:first-child,td:first-child{text-align:left}.muted{color:#687385}
 .grid{display:flex;flex-wrap:wrap;gap:2rem}code{background:#f3f5f9;padding:0 .25rem;border-radius:3px}
+.limits{font-weight:400;font-size:.9rem}.thumbs{display:flex;flex-wrap:wrap;gap:.6rem}
+.thumbs figure{margin:0;text-align:center;font-size:.75rem}.thumbs img{width:72px;height:72px;
+image-rendering:pixelated;border:1px solid #dde2ea;border-radius:4px;object-fit:contain;background:#000}
 """
+
+
+def disagreeing_thumbnails(dataset: Dataset, ids: Iterable[str], *, limit: int = 24) -> dict[str, str]:
+    """PNG data URIs of the first ``limit`` disagreeing images, read back from ``dataset`` (one
+    pass at most, stopping once all are found); an id the data no longer yields is left out."""
+    import cv2
+
+    wanted = {str(i) for i in list(ids)[:limit]}
+    out: dict[str, str] = {}
+    if not wanted:
+        return out
+    for batch in dataset.batches(256):
+        for img, i in zip(batch.images, batch.ids, strict=True):
+            if i in wanted and img is not None:
+                ok, png = cv2.imencode(".png", cv2.resize(img, (72, 72), interpolation=cv2.INTER_AREA)
+                                       if max(img.shape[:2]) > 144 else img)  # fmt: skip
+                if ok:
+                    out[i] = "data:image/png;base64," + base64.b64encode(png.tobytes()).decode()
+        if len(out) == len(wanted):
+            break
+    return out
 
 
 def _pct(x: float) -> str:
@@ -85,15 +116,15 @@ def _bars(per_class: list[dict[str, Any]]) -> str:
         f'height="{h + 20}" '
         'xmlns="http://www.w3.org/2000/svg" font-size="11">',
         f'<text x="{left}" y="14" font-weight="600">'
-        "top-1 change per class (points; red: candidate worse)</text>",
+        "top-1 drop per class (points; red, to the right: candidate worse)</text>",
         f'<line x1="{mid}" y1="22" x2="{mid}" y2="{h}" stroke="#888"/>',
     ]
     for i, r in enumerate(rows):
         y = 26 + i * bar_h
-        d = 0.0 - float(r["delta_pts"])  # drawn as candidate minus reference
+        d = float(r["delta_pts"])  # the drop: positive (red, right) when the candidate is worse
         w = abs(d) * scale
         x = mid if d >= 0 else mid - w
-        color = "#3a9a5b" if d >= 0 else "#d0463c"
+        color = "#d0463c" if d > 0 else "#3a9a5b"
         parts.append(f'<text x="{left - 6}" y="{y + 14}" text-anchor="end">{escape(str(r["label"]))}</text>')
         parts.append(
             f'<rect x="{x:.1f}" y="{y + 3}" width="{max(w, 1):.1f}" height="{bar_h - 6}" fill="{color}">'
@@ -106,8 +137,9 @@ def _bars(per_class: list[dict[str, Any]]) -> str:
     return "".join(parts)
 
 
-def render_html(d: dict[str, Any]) -> str:
-    """The drift report (``DriftReport.to_dict()``) as a self-contained HTML page."""
+def render_html(d: dict[str, Any], thumbnails: dict[str, str] | None = None) -> str:
+    """The drift report (``DriftReport.to_dict()``) as a self-contained HTML page; ``thumbnails``
+    (id -> data URI, :func:`disagreeing_thumbnails`) shows the disagreeing images themselves."""
     gate = d.get("gate") or {}
     passed = gate.get("passed", True)
     verdict = "PASS" if passed else "FAIL"
@@ -115,9 +147,9 @@ def render_html(d: dict[str, Any]) -> str:
     failures = "".join(f"<li>{escape(f)}</li>" for f in gate.get("failures", []))
     failure_list = f"<ul>{failures}</ul>" if failures else ""
     metrics = [
-        ("top-1", _pct(d["reference_top1"]), _pct(d["candidate_top1"]), f"{0.0 - d['drop_pts']:+.2f} pts"),
+        ("top-1", _pct(d["reference_top1"]), _pct(d["candidate_top1"]), f"{d['drop_pts']:.2f} pts"),
         ("top-5", _pct(d["reference_top5"]), _pct(d["candidate_top5"]),
-         f"{100 * (d['candidate_top5'] - d['reference_top5']):+.2f} pts"),
+         f"{100 * (d['reference_top5'] - d['candidate_top5']):.2f} pts"),
     ]  # fmt: skip
     mrows = "".join(f"<tr><td>{a}</td><td>{b}</td><td>{c}</td><td>{e}</td></tr>" for a, b, c, e in metrics)
     lo, hi = d["drop_ci95_pts"]
@@ -130,13 +162,13 @@ def render_html(d: dict[str, Any]) -> str:
     ]
     erows = "".join(f"<tr><td>{escape(a)}</td><td>{escape(b)}</td></tr>" for a, b in extra)
     pc = "".join(
-        "<tr><td>{label}</td><td>{support}</td><td>{ra}</td><td>{ca}</td><td>{dp:+.2f}</td>"
+        "<tr><td>{label}</td><td>{support}</td><td>{ra}</td><td>{ca}</td><td>{dp:.2f}</td>"
         "<td>{rp:.3f} / {rr:.3f} / {rf:.3f}</td><td>{cp:.3f} / {cr:.3f} / {cf:.3f}</td></tr>".format(
             label=escape(str(r["label"])),
             support=r["support"],
             ra="-" if r["reference_accuracy"] is None else _pct(r["reference_accuracy"]),
             ca="-" if r["candidate_accuracy"] is None else _pct(r["candidate_accuracy"]),
-            dp=0.0 - r["delta_pts"],
+            dp=r["delta_pts"],
             rp=r["reference"]["precision"],
             rr=r["reference"]["recall"],
             rf=r["reference"]["f1"],
@@ -164,7 +196,8 @@ def render_html(d: dict[str, Any]) -> str:
     frames = ""
     if d.get("per_frame"):
         fr = "".join(
-            f"<tr><td>{escape(f['id'])}</td><td>{f['reference_top1']}</td><td>{f['candidate_top1']}</td>"
+            f"<tr><td>{escape(f['id'])}</td><td>{escape(label_name(d['labels'], f['reference_top1']))}</td>"
+            f"<td>{escape(label_name(d['labels'], f['candidate_top1']))}</td>"
             f"<td>{f['max_abs_delta']:.4f}</td><td>{'ok' if f['ok'] else 'DIFFERS'}</td></tr>"
             for f in d["per_frame"]
         )
@@ -175,21 +208,27 @@ def render_html(d: dict[str, Any]) -> str:
     ids = ", ".join(escape(str(i)) for i in d["disagreeing_ids"][:200])
     more = d["disagreeing_total"] - min(200, len(d["disagreeing_ids"]))
     labels = d["labels"]
+    thumbs = "".join(
+        f'<figure><img src="{uri}" alt="{escape(i)}"><figcaption>{escape(i)}</figcaption></figure>'
+        for i, uri in (thumbnails or {}).items()
+    )
+    thumbs = f'<div class="thumbs" id="thumbnails">{thumbs}</div>' if thumbs else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ShopLens drift: {escape(d["candidate"])}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>
 <body>
 <h1>Accuracy drift: <code>{escape(d["candidate"])}</code> vs <code>{escape(d["reference"])}</code></h1>
 <div class="muted">{d["n"]} images from <code>{escape(d["data"])}</code>, {d["seconds"]} s</div>
-<div id="verdict" class="verdict {verdict_class}">{verdict}{failure_list}</div>
+<div id="verdict" class="verdict {verdict_class}">{verdict}
+<span id="limits" class="limits">({escape(gate_limits(gate))})</span>{failure_list}</div>
 <div class="cause"><b>Likely cause:</b> <span id="likely-cause">{escape(d["likely_cause"])}</span></div>
 <h2>Metrics</h2>
-<table id="metrics"><tr><th></th><th>reference</th><th>candidate</th><th>change</th></tr>{mrows}</table>
+<table id="metrics"><tr><th></th><th>reference</th><th>candidate</th><th>drop</th></tr>{mrows}</table>
 <table>{erows}</table>
 <h2>Per class</h2>
 {_bars(d["per_class"])}
 <table id="per-class"><tr><th>class</th><th>images</th><th>reference</th><th>candidate</th>
-<th>change (pts)</th><th>reference P / R / F1</th><th>candidate P / R / F1</th></tr>{pc}</table>
+<th>drop (pts)</th><th>reference P / R / F1</th><th>candidate P / R / F1</th></tr>{pc}</table>
 <h2>Confusion matrices</h2>
 <div class="grid">{_heat(d["reference_confusion"], labels, "reference")}
 {_heat(d["candidate_confusion"], labels, "candidate")}</div>
@@ -197,6 +236,7 @@ def render_html(d: dict[str, Any]) -> str:
 {cause_table}
 {frames}
 <h2>Disagreeing images</h2>
+{thumbs}
 <p>{ids or "none"}{f" and {more} more (all in the JSON report)" if more > 0 else ""}</p>
 </body></html>
 """

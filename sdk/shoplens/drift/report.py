@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from shoplens.contract import PreprocessContract
 from shoplens.drift.paired import PairedResult, bootstrap_drop_ci
+
+if TYPE_CHECKING:
+    from shoplens.data.datasets import Dataset
 
 CAUSE_TRIGGER_AGREEMENT = 0.99  # below this, drift looks for the likely cause
 CAUSE_TRIGGER_SCORE_DELTA = 0.02  # or above this mean |score delta| (int8 noise is about 0.001)
@@ -86,12 +89,15 @@ class DriftReport:
 
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n", overwrite=overwrite)
 
-    def save_html(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Write the self-contained HTML report atomically (:mod:`shoplens.drift.html`)."""
-        from shoplens.drift.html import render_html
+    def save_html(self, path: str | Path, *, overwrite: bool = False, dataset: Dataset | None = None) -> Path:
+        """Write the self-contained HTML report atomically (:mod:`shoplens.drift.html`); with the
+        ``dataset`` the report ran on, it shows the first disagreeing images as thumbnails."""
+        from shoplens.drift.html import disagreeing_thumbnails, render_html
         from shoplens.internal.atomic import atomic_write_text
 
-        return atomic_write_text(path, render_html(self.to_dict()), overwrite=overwrite)
+        d = self.to_dict()
+        thumbs = disagreeing_thumbnails(dataset, d["disagreeing_ids"]) if dataset is not None else None
+        return atomic_write_text(path, render_html(d, thumbs), overwrite=overwrite)
 
     # -- the metrics most read from outside --------------------------------------------------
     @property
@@ -294,3 +300,23 @@ class DriftReport:
             "gate": self.gate,
             "seconds": round(self.seconds, 2),
         }
+
+
+def gate_limits(gate: dict[str, Any]) -> str:
+    """The limits a gate applied, in words: "limits: top-1 drop <= 1 pts, ...; a collapse fails"."""
+    parts = []
+    if gate.get("max_drop_pts") is not None:
+        parts.append(f"top-1 drop <= {gate['max_drop_pts']:g} pts")
+    if gate.get("min_agreement_pct") is not None:
+        parts.append(f"agreement >= {gate['min_agreement_pct']:g} %")
+    if gate.get("max_class_drop_pts") is not None:
+        parts.append(f"any class's drop <= {gate['max_class_drop_pts']:g} pts")
+    if gate.get("score_tolerance") is not None:
+        parts.append(f"every frame's scores within {gate['score_tolerance']:g}")
+    collapse = "a collapsed candidate is allowed" if gate.get("collapse_allowed") else "a collapse fails"
+    return f"limits: {', '.join(parts) if parts else 'none given'}; {collapse}"
+
+
+def label_name(labels: list[str] | tuple[str, ...], index: Any) -> str:
+    """A class index as its label (kept as given when it is not an index into ``labels``)."""
+    return labels[index] if isinstance(index, int) and 0 <= index < len(labels) else str(index)
