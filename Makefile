@@ -13,12 +13,13 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 CONVERT_DEPS := 'tensorflow>=2.21,<2.22' 'tf-keras>=2.21,<2.22' 'dm-tree~=0.1.1' mock scipy six
 TFMOT := 'tensorflow-model-optimization>=0.8.1,<0.9'
 
-.PHONY: help setup data browser demo test lint clean train-reference bench fuzz soak zoo battery
+.PHONY: help setup data browser demo test lint clean train-reference release-model bench fuzz soak zoo battery
 
 help:
 	@echo "make demo   - set up .venv and run the main job end to end on the built-in data"
 	@echo "make test   - set up .venv and run lint plus the whole test suite"
 	@echo "make train-reference - retrain the reference model (about 45 minutes on 2 CPU cores)"
+	@echo "make release-model - re-convert the released int8 model (sample_apps/reference_model/release)"
 	@echo "make bench  - measure speed, memory, sizes and accuracy; regenerate docs/benchmarks.md (~45 min)"
 	@echo "make fuzz   - 5,000 mutated models and 20,000 fuzzed frames"
 	@echo "make soak   - a million frames through one LIVE_STREAM classifier"
@@ -116,6 +117,13 @@ lint: $(VENV)/.installed
 
 train-reference: setup
 	$(PY) sample_apps/reference_model/train.py --epochs 10
+
+# The converted reference model, committed so the TensorFlow-free install has a model to run
+# (docs/quickstart_kiosk.md); re-run after train-reference. The same recipe as `make demo`.
+RELEASE := sample_apps/reference_model/release
+release-model: setup
+	$(SL) convert sample_apps/reference_model/product_cnn.keras --out $(RELEASE) --recipe int8 --embedding auto \
+		--calib-data fashion-mnist:train:300 --eval-data fashion-mnist:test:2000 --max-drop 1.0 --overwrite
 
 clean:
 	rm -rf $(VENV) $(VENV_TFLRT) $(VENV_BEAM) out build *.egg-info .pytest_cache .ruff_cache .mypy_cache
