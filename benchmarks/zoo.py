@@ -13,7 +13,8 @@ against the bound stated per recipe in :data:`BOUNDS`.
 
     python -m benchmarks.zoo                       # every cell; writes docs/model_zoo.md (hours)
     python -m benchmarks.zoo --arch MobileNet --recipe int8 --recipe edgetpu   # a few cells
-    python -m benchmarks.zoo --resume              # skip models already measured (out/zoo/cells)
+    python -m benchmarks.zoo --resume              # skip models already measured (out/zoo/cells, else
+                                                   # the newest benchmarks/results/zoo-DATE.json)
     python -m benchmarks.zoo --resume --redo prune-int8   # and measure one recipe of them again
     python -m benchmarks.zoo --render benchmarks/results/zoo-2026-12-02.json   # the page only
 
@@ -293,6 +294,23 @@ def _reusable(path: Path, mini: bool, eval_n: int, recipes: list[str]) -> dict[s
     return res if same else None
 
 
+def _seed_cells(work: Path, mini: bool) -> int:
+    """On a fresh checkout ``out/`` is empty: seed the per-model results ``--resume`` reads from the
+    newest committed results JSON, so a resumed run measures only what that file lacks."""
+    pattern = "zoo-????-??-??-mini.json" if mini else "zoo-????-??-??.json"
+    found = sorted((ROOT / "benchmarks" / "results").glob(pattern))
+    if not found:
+        return 0
+    seeded = 0
+    for m in json.loads(found[-1].read_text()).get("models", []):
+        cell = work / f"{m['arch']}{'_tl' if m.get('transfer') else ''}.json"
+        crashed = any(str(c.get("error", "")).startswith("worker exit") for c in m["cells"])
+        if not cell.exists() and not crashed:
+            cell.write_text(json.dumps(m, indent=1) + "\n", encoding="utf-8")
+            seeded += 1
+    return seeded
+
+
 def main(argv: list[str] | None = None) -> int:
     from benchmarks import zoo_page  # the page reads this module's tables
     ap = argparse.ArgumentParser(prog="python -m benchmarks.zoo", description=__doc__.split("\n\n")[0])
@@ -331,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"date": date, "machine": f"{os.cpu_count()} cores", "models": []}
     work = DEFAULT_OUT / f"cells{suffix}"
     work.mkdir(parents=True, exist_ok=True)
+    if args.resume and (seeded := _seed_cells(work, args.mini)):
+        print(f"resuming: {seeded} models measured earlier, from benchmarks/results")
     with Progress() as bar:
         task = bar.add_task("model zoo", total=len(jobs))
         for name, tl in jobs:
