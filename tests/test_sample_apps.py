@@ -184,6 +184,22 @@ def test_kiosk_page_in_chromium(reference_models: Path, kiosk_video: Path, demo_
     assert rc == 0, p.stderr.read() if p.stderr else ""
 
 
+def test_kiosk_without_a_camera_says_so_once(reference_models: Path) -> None:
+    """A camera index with no camera: one ShopLens line, then the retry loop (no OpenCV noise)."""
+    import signal
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    p = subprocess.Popen([sys.executable, str(KIOSK), "--model", str(reference_models / "model.tflite"),
+                          "--source", "7", "--headless"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=env, cwd=ROOT)  # fmt: skip
+    time.sleep(5)  # a few retries
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=30)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines[0] == "camera 7 unavailable; retrying every second (Ctrl-C to stop)", err
+    assert len(lines) == 2 and lines[1].startswith("kiosk stopped: 0 frames read"), err
+
+
 def test_kiosk_survives_a_camera_that_stops(
     reference_models: Path, kiosk_video: Path, tmp_path: Path, browser
 ) -> None:

@@ -128,9 +128,14 @@ class Kiosk:
         ts = 0
         next_t = time.perf_counter()
         last_jpeg = 0.0
+        down = False  # said once when the camera goes away, once when it is back
         while not self.stop.is_set():
             frame = self.source.read()
             if frame is None:
+                if not down and (self.source.is_camera or not self.frames_read):
+                    what = f"{'camera' if self.source.is_camera else 'video'} {self.args.source}"
+                    sys.stderr.write(f"{what} unavailable; retrying every second (Ctrl-C to stop)\n")
+                down = True
                 with self.lock:
                     self.state.update(status="camera unavailable", answer="no_camera", prompt="", label=None,
                                       score=None, top3=[], colours=[])  # fmt: skip
@@ -140,6 +145,9 @@ class Kiosk:
                 self.stop.wait(1.0)  # retry once a second
                 next_t = time.perf_counter()
                 continue
+            if down and self.source.is_camera:
+                sys.stderr.write(f"camera {self.args.source} is back\n")
+            down = False
             with self.lock:
                 self.state["status"] = "ok"
                 self.frames_read += 1
