@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.channels                      # ratios 0.25, 0.5, 0.75 (about 1.5 h)
     .venv/bin/python -m benchmarks.channels --ratio 0.5 --epochs 4
+    .venv/bin/python -m benchmarks.channels --ratio 0.5 --budget 0.274   # per-layer vs uniform, same MACs
     .venv/bin/python -m benchmarks.channels --quick              # a smoke run on small subsets
 
 Each ratio runs the library pipeline (``shoplens convert --recipe int8 --prune-channels R``): the
@@ -28,13 +29,17 @@ RATIOS = (0.25, 0.5, 0.75)
 OUT = ROOT / "out" / "channels"
 
 
-def convert_ratio(ratio: float, train_n: int, epochs: int, eval_spec: str) -> dict[str, Any]:
+def convert_ratio(
+    ratio: float, train_n: int, epochs: int, eval_spec: str, budget: float | None = None
+) -> dict[str, Any]:
+    """One row: a uniform ``ratio``, or (``budget``) per-layer ratios to that share of the MACs."""
     from shoplens_convert.options import ConvertOptions
     from shoplens_convert.pipeline import convert
 
     o = ConvertOptions(
         recipe="int8",
-        prune_channels=ratio,
+        prune_channels=None if budget is not None else ratio,
+        latency_budget=budget,
         train_data=f"fashion-mnist:train:{train_n}",
         prune_epochs=epochs,
         calib_data="fashion-mnist:train:300",
@@ -44,12 +49,14 @@ def convert_ratio(ratio: float, train_n: int, epochs: int, eval_spec: str) -> di
     )
     t0 = time.perf_counter()
     res = convert(REF / "product_cnn.keras", o)
-    out = OUT / f"ratio_{int(ratio * 100)}"
+    out = OUT / (f"budget_{int(budget * 100)}" if budget is not None else f"ratio_{int(ratio * 100)}")
     res.save(out, overwrite=True)
     r = res.report
     c, acc = r["prune_channels"], r["accuracy"]
     return {
-        "ratio": ratio,
+        "ratio": ratio if budget is None else None,
+        "key": f"budget {budget:g}" if budget is not None else f"{ratio:.2f}",
+        "budget": c["budget"],
         "model": str(out / "model.tflite"),
         "bytes": c["int8_bytes_after"],
         "dense_bytes": c["int8_bytes_before"],
@@ -104,17 +111,23 @@ def side_by_side(models: dict[str, Path], frames: np.ndarray, rounds: int) -> di
 
 
 def run(
-    quick: bool = False, ratios: tuple[float, ...] = RATIOS, epochs: int = 4, train_n: int = 58000
+    quick: bool = False,
+    ratios: tuple[float, ...] = RATIOS,
+    epochs: int = 4,
+    train_n: int = 58000,
+    budgets: tuple[float, ...] = (),
 ) -> dict:
     from benchmarks.__main__ import kiosk_frames
 
     eval_spec = "fashion-mnist:test:500" if quick else "fashion-mnist:test"
-    rows = [convert_ratio(r, 2000 if quick else train_n, 1 if quick else epochs, eval_spec) for r in ratios]
+    n, ep = (2000 if quick else train_n), (1 if quick else epochs)
+    rows = [convert_ratio(r, n, ep, eval_spec) for r in ratios]
+    rows += [convert_ratio(0.0, n, ep, eval_spec, budget=b) for b in budgets]
     frames, _, _ = kiosk_frames(50 if quick else 200, seed=99)
-    models = {"dense": dense_int8(), **{f"{r['ratio']:.2f}": Path(r["model"]) for r in rows}}
+    models = {"dense": dense_int8(), **{r["key"]: Path(r["model"]) for r in rows}}
     speed = side_by_side(models, frames, 3 if quick else 15)
     for r in rows:
-        s, d = speed[f"{r['ratio']:.2f}"], speed["dense"]
+        s, d = speed[r["key"]], speed["dense"]
         r.update(s, invoke_ratio=round(s["invoke_p50_ms"] / d["invoke_p50_ms"], 3),
                  bytes_ratio=round(r["bytes"] / r["dense_bytes"], 3))  # fmt: skip
     return {"date": time.strftime("%Y-%m-%d"), "quick": quick, "epochs": 1 if quick else epochs,
@@ -156,8 +169,10 @@ def markdown(c: dict) -> list[str]:
     ]
     for r in c["rows"]:
         lo, hi = r["drop_ci95_pts"]
+        what = f"{100 * r['ratio']:.0f} %" if r.get("ratio") is not None else (
+            f"per layer, MACs <= {r['budget']['budget_macs_share']:g}x")  # fmt: skip
         lines.append(
-            f"| {100 * r['ratio']:.0f} % | {r['bytes'] / 1024:.1f} KiB ({r['bytes_ratio']:.2f}x) | "
+            f"| {what} | {r['bytes'] / 1024:.1f} KiB ({r['bytes_ratio']:.2f}x) | "
             f"{r['invoke_p50_ms']} ms ({r['invoke_ratio']:.2f}x) | {r['frame_p50_ms']} ms | "
             f"{r['frames_per_s']} | "
             f"{100 * r['top1']:.2f} % | {r['drop_pts']:+.2f} pt ({lo:+.2f} to {hi:+.2f}) |"
@@ -171,9 +186,13 @@ if __name__ == "__main__":
     ap.add_argument("--ratio", type=float, action="append", help="ratio (repeatable; default 0.25 0.5 0.75)")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--train-n", type=int, default=58000)
+    ap.add_argument("--budget", type=float, action="append", default=[],
+                    help="also per-layer ratios to this share of the MACs (--latency-budget; repeatable)")
+    ap.add_argument("--out", type=Path, default=None, help="results JSON (default: channels-DATE.json)")
     a = ap.parse_args()
-    res = run(a.quick, tuple(a.ratio or RATIOS), a.epochs, a.train_n)
+    res = run(a.quick, tuple(a.ratio or RATIOS), a.epochs, a.train_n, tuple(a.budget))
     print("\n".join(markdown(res)))
     print(json.dumps(targets(res), indent=1))
-    path = ROOT / "benchmarks" / "results" / f"channels-{res['date']}{'-quick' if a.quick else ''}.json"
+    default = ROOT / "benchmarks" / "results" / f"channels-{res['date']}{'-quick' if a.quick else ''}.json"
+    path = a.out or default
     path.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")

@@ -155,3 +155,53 @@ def test_qat_and_the_edge_tpu_run_on_the_slimmed_model(block_model, tmp_path: Pa
     assert r["bridge"]["used"] and r["bridge"]["max_output_difference"] < 1e-3
     assert r["qat"] and r["prune_channels"]["params_after"] < r["prune_channels"]["params_before"]
     assert r["edgetpu"]["preflight"]["op_share"] == 1.0
+
+
+def test_a_budget_is_met_with_per_layer_ratios_that_change_the_scores_least(block_model) -> None:
+    from shoplens_convert.channel_budget import STEPS, _kl, _scores, budget_ratios
+
+    src = _load(block_model)
+    x = _x(128)
+    plan = budget_ratios(src, x, 0.5)
+    assert plan.macs_planned <= 0.5 * plan.macs_dense and set(plan.ratios.values()) <= set(STEPS)
+    slim = prune_channels(src, 0.0, ratios=plan.ratios)
+    assert slim.macs_after == plan.macs_planned and slim.macs_after < slim.macs_before
+    assert set(plan.sensitivity) >= set(plan.ratios)  # every group was tried alone
+    # against the uniform ratio that reaches the same MACs, the planned model's scores stay closer
+    # to the dense model's (before any fine-tuning): it cut where the scores care least
+    ratios = (0.25, 0.375, 0.5, 0.625, 0.75)
+    uniform = next(r for r in ratios if prune_channels(src, r).macs_after <= plan.macs_planned)
+    ref = _scores(src, x)
+    assert _kl(ref, _scores(slim.model, x)) <= _kl(ref, _scores(prune_channels(src, uniform).model, x))
+
+
+def test_bad_budgets_are_one_line_errors(block_model, tmp_path: Path) -> None:
+    from shoplens_convert.channel_budget import budget_ratios
+
+    src = _load(block_model)
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(UsageError, match="--latency-budget"):
+            budget_ratios(src, _x(8), bad)
+    with pytest.raises(UsageError, match="cannot be met: removing 75 % of the channels of every prunable"):
+        budget_ratios(src, _x(8), 0.001)
+    both = run_cli("convert", str(block_model), "--prune-channels", "0.5", "--latency-budget", "0.5",
+                   "--train-data", "fashion-mnist:train:10", "--out", str(tmp_path / "x"))  # fmt: skip
+    one_line_error(both, 2, "not both")
+    alone = run_cli("convert", str(block_model), "--latency-budget", "0.5", "--out", str(tmp_path / "x"))
+    one_line_error(alone, 2, "--latency-budget needs --train-data")
+    assert not (tmp_path / "x").exists()
+
+
+def test_convert_with_a_latency_budget(block_model, tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "budget"
+    proc = run_cli("convert", str(block_model), "--recipe", "int8", "--latency-budget", "0.5",
+                   "--train-data", "fashion-mnist:train:1000", "--prune-epochs", "1",
+                   "--calib-data", "fashion-mnist:train:200", "--eval-data", "fashion-mnist:test:200",
+                   "--max-drop", "100", "--out", str(out), "--json", "--quiet")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    c = json.loads(proc.stdout)["prune_channels"]
+    assert c["ratio"] is None and c["budget"]["planned_share"] <= 0.5
+    assert c["macs_after"] == c["budget"]["macs_planned"] and "per-group ratios" in c["criterion"]
+    assert "Channel pruning (per-group ratios, to 0.5 x the MACs)" in (out / "report.md").read_text()

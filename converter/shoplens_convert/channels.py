@@ -124,12 +124,19 @@ def _inbound(layer: Any) -> list[Any]:
 
 
 def plan_channels(
-    model: Any, ratio: float, *, multiple: int = MULTIPLE, keep: tuple[str, ...] = ()
+    model: Any,
+    ratio: float,
+    *,
+    multiple: int = MULTIPLE,
+    keep: tuple[str, ...] = (),
+    ratios: dict[str, float] | None = None,
 ) -> ChannelPlan:
     """Group the model's channels and choose, per prunable group, the channels to keep (``keep``:
-    layers whose output channels stay, e.g. the embedding layer)."""
-    if not 0.0 <= ratio < 1.0:
-        raise UsageError(f"--prune-channels must be in [0, 1) (the share of channels removed), got {ratio}")
+    layers whose output channels stay, e.g. the embedding layer; ``ratios``: a group's own ratio,
+    by the name of its first producer, instead of ``ratio``; :mod:`shoplens_convert.channel_budget`)."""
+    for r in (ratio, *(ratios or {}).values()):
+        if not 0.0 <= r < 1.0:
+            raise UsageError(f"--prune-channels must be in [0, 1) (the share of channels removed), got {r}")
     import keras
 
     if not isinstance(model, keras.Model) or not model.inputs:
@@ -198,7 +205,8 @@ def plan_channels(
             continue
         score = _importance(model, names)
         width = len(score)
-        kept = max(multiple, round(width * (1.0 - ratio) / multiple) * multiple)
+        r = (ratios or {}).get(names[0], ratio)
+        kept = max(multiple, round(width * (1.0 - r) / multiple) * multiple)
         if kept >= width:
             plan.whole.setdefault(g, f"{width} channels: nothing to remove at this ratio")
             continue
@@ -238,17 +246,23 @@ class ChannelPruneResult:
 
 
 def prune_channels(
-    model: Any, ratio: float, *, multiple: int = MULTIPLE, keep: tuple[str, ...] = ()
+    model: Any,
+    ratio: float,
+    *,
+    multiple: int = MULTIPLE,
+    keep: tuple[str, ...] = (),
+    ratios: dict[str, float] | None = None,
 ) -> ChannelPruneResult:
-    """The model with ``ratio`` of the channels of every prunable group removed (see the module).
+    """The model with ``ratio`` of the channels of every prunable group removed (see the module);
+    ``ratios`` gives groups their own ratio (by the name of the group's first producer).
 
     Raises:
-      UsageError: ``ratio`` outside [0, 1), or nothing in the model can lose channels.
+      UsageError: a ratio outside [0, 1), or nothing in the model can lose channels.
       ModelError: not a built Keras 3 model, or a layer used twice.
     """
     import keras
 
-    plan = plan_channels(model, ratio, multiple=multiple, keep=keep)
+    plan = plan_channels(model, ratio, multiple=multiple, keep=keep, ratios=ratios)
     if not plan.keep and ratio > 0:
         raise UsageError(
             "channel pruning: no layer of this model can lose channels ("

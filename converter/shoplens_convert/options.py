@@ -33,6 +33,7 @@ class ConvertOptions:
     contract: Path | None = None
     prune: float | None = None
     prune_channels: float | None = None  # share of the channels removed (structured pruning)
+    latency_budget: float | None = None  # channel pruning with per-layer ratios to this share of the MACs
     train_data: str | None = None
     prune_epochs: int = 2
     prune_freeze_batchnorm: bool = False
@@ -67,8 +68,16 @@ class ConvertOptions:
                 f"--prune-channels (the share of channels removed) must be strictly between 0 and 1, "
                 f"got {self.prune_channels}"
             )
-        if self.prune_channels is not None and not self.train_data:
-            raise UsageError("--prune-channels needs --train-data to fine-tune the slimmed model on")
+        if self.latency_budget is not None and not 0.0 < float(self.latency_budget) < 1.0:
+            raise UsageError(
+                f"--latency-budget (a share of the dense model's MACs) must be strictly between 0 and 1, "
+                f"got {self.latency_budget}"
+            )
+        if self.latency_budget is not None and self.prune_channels is not None:
+            raise UsageError("give --prune-channels R (one ratio everywhere) or --latency-budget B, not both")
+        if self.channel_pruning and not self.train_data:
+            flag = "--prune-channels" if self.prune_channels is not None else "--latency-budget"
+            raise UsageError(f"{flag} needs --train-data to fine-tune the slimmed model on")
         if self.max_drop is not None and not (np.isfinite(self.max_drop) and self.max_drop >= 0):
             raise UsageError(f"--max-drop must be >= 0 points, got {self.max_drop}")
         if self.max_drop is not None and not self.eval_data:
@@ -89,6 +98,11 @@ class ConvertOptions:
             raise UsageError("--bake-bgr needs --bake-preprocessing")
         if self.latency_runs < 0:
             raise UsageError("latency runs must be >= 0")
+
+    @property
+    def channel_pruning(self) -> bool:
+        """Structured pruning asked for: one ratio (``prune_channels``) or a budget."""
+        return self.prune_channels is not None or self.latency_budget is not None
 
     def resolved_recipe(self) -> Recipe:
         """The recipe, checked against the other options (pruning, training data, target)."""

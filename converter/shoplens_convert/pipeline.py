@@ -107,7 +107,7 @@ def load_source(model_path: str | Path, o: ConvertOptions, recipe: Recipe) -> So
     contract = find_sidecar_contract(loaded.path, o.contract)
     check_contract_fits(loaded, contract)
     labels = find_labels(loaded.path, o.labels, loaded.num_classes)
-    edits = o.prune is not None or o.prune_channels is not None or recipe.qat or o.bake_preprocessing or (
+    edits = o.prune is not None or o.channel_pruning or recipe.qat or o.bake_preprocessing or (
         contract.per_channel
     )
     if loaded.format == "tf_saved_model" and edits:  # say so before minutes of data reading
@@ -139,7 +139,7 @@ def read_data(src: Source, o: ConvertOptions, recipe: Recipe) -> Data:
                 "(the data holds no more readable images); int8 ranges may be less accurate"
             )
     train = None
-    if o.train_data and (o.prune is not None or o.prune_channels is not None or recipe.qat):
+    if o.train_data and (o.prune is not None or o.channel_pruning or recipe.qat):
         train_ds = open_dataset(o.train_data, labels=src.labels, every_class=True)
         train = preprocessed_arrays(train_ds, src.contract, None, what="training data", show_progress=show)
         if train[1].size and int(train[1].max()) >= len(src.labels):
@@ -183,14 +183,29 @@ def channel_stage(
     if data.train is None:  # pragma: no cover - the options require --train-data
         raise UsageError("--prune-channels needs --train-data to fine-tune on")
     keep = (find_embedding_layer(model, o.embedding),) if o.embedding else ()  # its dimension stays
-    res = prune_channels(model, float(o.prune_channels or 0), keep=keep)
     x, y = data.train
+    budget = None
+    if o.latency_budget is not None:
+        from shoplens_convert.channel_budget import budget_ratios
+
+        probe = data.calibration if data.calibration is not None else x
+        budget = budget_ratios(model, probe[:256], float(o.latency_budget), keep=keep)
+        res = prune_channels(model, 0.0, keep=keep, ratios=budget.ratios)
+    else:
+        res = prune_channels(model, float(o.prune_channels or 0), keep=keep)
     lr = o.learning_rate or 1e-3
     trained = fine_tune_keras(res.model, x, y, epochs=o.prune_epochs, output=output_kind, learning_rate=lr,
                               show_progress=o.show_progress)  # fmt: skip
+    how = "the same ratio in every prunable group"
+    if budget is not None:
+        how = (
+            "per-group ratios (25/50/75 %) by sensitivity (KL from the dense scores) per MAC saved, "
+            f"to {budget.budget:g} x the dense MACs"
+        )
     block = {
-        "ratio": float(o.prune_channels or 0),
-        "criterion": "filter L1 norm, the same ratio in every prunable group, multiples of 4 channels",
+        "ratio": float(o.prune_channels or 0) if budget is None else None,
+        "criterion": f"filter L1 norm, multiples of 4 channels; {how}",
+        "budget": budget.to_dict() if budget is not None else None,
         "params_before": res.params_before,
         "params_after": res.params_after,
         "macs_before": res.macs_before,
@@ -318,7 +333,7 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
         clock.lap("evaluate_source")
     dense_model = src.loaded.model
     channel_block = None
-    if o.prune_channels is not None:
+    if o.channel_pruning:
         src, channel_block = channel_stage(src, data, o, output_kind)
         clock.lap("prune_channels")
     work = prepare_model(

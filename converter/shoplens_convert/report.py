@@ -251,7 +251,9 @@ def render_markdown(r: dict[str, Any]) -> str:
         c = r["prune_channels"]
         lines += [
             "",
-            f"## Channel pruning ({c['ratio']:.0%} of the channels of each prunable group)",
+            f"## Channel pruning ({c['ratio']:.0%} of the channels of each prunable group)"
+            if c.get("ratio") is not None
+            else f"## Channel pruning (per-group ratios, to {c['budget']['budget_macs_share']:g} x the MACs)",
             f"- criterion: {c['criterion']}",
             f"- parameters: {c['params_before']:,} -> {c['params_after']:,}; "
             f"MACs: {c['macs_before']:,} -> {c['macs_after']:,}",

@@ -46,6 +46,15 @@ def convert_command(
             "pruning; fine-tuned on --train-data for --prune-epochs).",
         ),
     ] = None,
+    latency_budget: Annotated[
+        float | None,
+        typer.Option(
+            "--latency-budget",
+            help="Channel pruning with a ratio per layer: the share in (0, 1) of the dense model's MACs "
+            "to keep, e.g. 0.3; layers lose channels where the scores change least (instead of "
+            "--prune-channels).",
+        ),
+    ] = None,
     train_data: Annotated[
         str | None, typer.Option("--train-data", help=f"Fine-tuning data. {_DATA_HELP}")
     ] = None,
@@ -121,7 +130,7 @@ def convert_command(
 
     options = ConvertOptions(
         recipe=recipe, labels=labels, contract=contract, prune=prune, prune_channels=prune_channels,
-        train_data=train_data,
+        latency_budget=latency_budget, train_data=train_data,
         prune_epochs=prune_epochs, prune_freeze_batchnorm=prune_freeze_bn, qat_epochs=qat_epochs,
         learning_rate=learning_rate, calib_data=calib_data,
         calib_count=calib_count, eval_data=eval_data, max_drop=max_drop, target=target, io_type=io_type,
