@@ -11,7 +11,7 @@ from pathlib import Path
 
 from benchmarks import REF, ROOT
 
-__all__ = ["EXE", "WORK", "bad_files", "shoplens", "workspace"]
+__all__ = ["EXE", "WORK", "bad_files", "option_cases", "shoplens", "workspace"]
 
 EXE = str(Path(sys.executable).parent / "shoplens")
 WORK = ROOT / "out" / "battery"
@@ -220,3 +220,161 @@ def _png_1x1() -> bytes:
     import numpy as np
 
     return bytes(cv2.imencode(".png", np.zeros((1, 1), np.uint8))[1].tobytes())
+
+
+def option_cases(
+    ws: dict[str, Path], bad: dict[str, dict[str, Path]], img: Path, o: Path
+) -> list[tuple[str, list[str]]]:
+    """Option values out of range, paths where outputs cannot go, outputs over inputs: (name, args)."""
+    index_build = ["index", "build", str(ws["catalog"] / "products.csv"), "--model", str(ws["emb"])]
+    classify_img = ["classify", str(ws["model"]), str(img)]
+    prune = ["convert", str(ws["keras"]), "--prune", "0.5", "--calib-data", "fashion-mnist:train:20"]
+    two = bad["folder"].get("two_classes", WORK / "bad" / "two")
+    opts = [
+        ("classify --top-k 0", ["classify", str(ws["model"]), str(img), "--top-k", "0"]),
+        ("classify --threads 0", ["classify", str(ws["model"]), str(img), "--threads", "0"]),
+        ("classify --quality maybe", ["classify", str(ws["model"]), str(img), "--quality", "maybe"]),
+        ("classify --delegate gpu", ["classify", str(ws["model"]), str(img), "--delegate", "gpu"]),
+        (
+            "classify --white-balance w/o colour",
+            ["classify", str(ws["model"]), str(img), "--white-balance", "auto"],
+        ),
+        (
+            "classify --colour --white-balance x",
+            ["classify", str(ws["model"]), str(img), "--colour", "--white-balance", "1,2"],
+        ),
+        ("search --k 0", ["search", str(ws["index"]), str(img), "--k", "0"]),
+        ("search --k -1", ["search", str(ws["index"]), str(img), "--k", "-1"]),
+        ("search --category unknown", ["search", str(ws["index"]), str(img), "--category", "Spaceship"]),
+        ("search --colour mauve", ["search", str(ws["index"]), str(img), "--colour", "mauve"]),
+        ("search --where bad", ["search", str(ws["index"]), str(img), "--where", "brand"]),
+        ("search --where unknown column", ["search", str(ws["index"]), str(img), "--where", "size=M"]),
+        (
+            "search --min-price > --max-price",
+            ["search", str(ws["index"]), str(img), "--min-price", "50", "--max-price", "10"],
+        ),
+        ("bundle --frames 0", ["bundle", str(ws["model"]), "--out", str(o / "bf0"), "--frames", "0"]),
+        (
+            "bundle --frames 100000",
+            ["bundle", str(ws["model"]), "--out", str(o / "bf1"), "--frames", "100000"],
+        ),
+        (
+            "bundle --sign-key missing",
+            ["bundle", str(ws["model"]), "--out", str(o / "bsk"), "--sign-key", str(WORK / "nokey.pem")],
+        ),
+        ("bundle --out /proc/x", ["bundle", str(ws["model"]), "--out", "/proc/x"]),
+        (
+            "index build --out /proc/x",
+            [
+                *index_build,
+                "--out",
+                "/proc/x",
+            ],
+        ),
+        ("data catalog --out /proc/x", ["data", "catalog", "--out", "/proc/x", "--count", "3"]),
+        ("data catalog --count 0", ["data", "catalog", "--out", str(o / "dc0"), "--count", "0"]),
+        ("data kiosk --frames 0", ["data", "kiosk", "--out", str(o / "dk0"), "--frames", "0"]),
+        ("convert --recipe nope", ["convert", str(ws["keras"]), "--recipe", "nope", "--out", str(o / "cr")]),
+        ("convert --prune 1.5", ["convert", str(ws["keras"]), "--prune", "1.5", "--out", str(o / "cp")]),
+        (
+            "convert --prune-channels 0",
+            [
+                "convert",
+                str(ws["keras"]),
+                "--prune-channels",
+                "0",
+                "--train-data",
+                "fashion-mnist:train:10",
+                "--out",
+                str(o / "cpc"),
+            ],
+        ),
+        (
+            "convert --prune without data",
+            ["convert", str(ws["keras"]), "--prune", "0.5", "--out", str(o / "cpd")],
+        ),
+        ("convert --target tpu", ["convert", str(ws["keras"]), "--target", "tpu", "--out", str(o / "ctt")]),
+        ("convert --max-drop -1", ["convert", str(ws["keras"]), "--max-drop", "-1", "--out", str(o / "cmd")]),
+        (
+            "convert --out = the model's folder",
+            ["convert", str(ws["keras"]), "--out", str(ws["keras"].parent), "--overwrite"],
+        ),
+        (
+            "eval --save over the model",
+            [
+                "eval",
+                str(ws["keras"]),
+                "--data",
+                "fashion-mnist:test:10",
+                "--save",
+                str(ws["keras"]),
+                "--overwrite",
+            ],
+        ),
+        (
+            "index build --out its catalog",
+            [
+                *index_build,
+                "--out",
+                str(ws["catalog"]),
+                "--overwrite",
+            ],
+        ),
+        (
+            "bundle --out the model's folder",
+            ["bundle", str(ws["model"]), "--out", str(ws["model"].parent), "--overwrite"],
+        ),
+        (
+            "drift --save over the manifest",
+            [
+                "drift",
+                "--bundle",
+                str(ws["bundle"]),
+                "--device-outputs",
+                str(WORK / "dev.json"),
+                "--save",
+                str(ws["bundle"] / "manifest.json"),
+                "--overwrite",
+            ],
+        ),
+        (
+            "drift --save X --html X",
+            [
+                "drift",
+                str(ws["model"]),
+                str(ws["model"]),
+                "--data",
+                "fashion-mnist:test:10",
+                "--save",
+                str(o / "same.out"),
+                "--html",
+                str(o / "same.out"),
+            ],
+        ),
+        ("drift no candidate", ["drift", str(ws["model"]), "--data", "fashion-mnist:test:10"]),
+        (
+            "drift --max-drop -1",
+            [
+                "drift",
+                str(ws["model"]),
+                str(ws["model"]),
+                "--data",
+                "fashion-mnist:test:10",
+                "--max-drop",
+                "-1",
+            ],
+        ),
+        ("edgetpu compile no compiler", ["edgetpu", "compile", str(ws["model"]), "--out", str(o / "etc")]),
+        (
+            "index add duplicate products",
+            ["index", "add", str(WORK / "index_copy"), str(ws["catalog"] / "products.csv")],
+        ),
+        ("index remove unknown id", ["index", "remove", str(WORK / "index_copy"), "SL-nope"]),
+        ("classify --camera 99", ["classify", str(ws["model"]), "--camera", "99"]),
+        ("classify IMAGE --camera 0", ["classify", str(ws["model"]), str(img), "--camera", "0"]),
+        ("classify --delegate edgetpu, no runtime", [*classify_img, "--delegate", "edgetpu"]),
+        ("convert --prune, 2-class train data", [*prune, "--train-data", str(two), "--out", str(o / "cp2")]),
+        ("unknown command", ["frobnicate"]),
+        ("unknown option", ["classify", str(ws["model"]), str(img), "--frob"]),
+    ]
+    return opts

@@ -24,6 +24,18 @@ def _x(n: int = 16) -> np.ndarray:
     return np.random.default_rng(0).uniform(-1, 1, (n, 32, 32, 3)).astype(np.float32)
 
 
+def _convert_json(block_model: Path, out: Path, *how: str, train: int, epochs: int, evaluate: int) -> dict:
+    """``shoplens convert --recipe int8`` with channel pruning (``how``): its JSON report."""
+    import json
+
+    proc = run_cli("convert", str(block_model), "--recipe", "int8", *how,
+                   "--train-data", f"fashion-mnist:train:{train}", "--prune-epochs", str(epochs),
+                   "--calib-data", "fashion-mnist:train:200", "--eval-data", f"fashion-mnist:test:{evaluate}",
+                   "--max-drop", "100", "--out", str(out), "--json", "--quiet")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(proc.stdout))
+
+
 def test_ratio_zero_is_the_source_exactly(block_model) -> None:
     src = _load(block_model)
     res = prune_channels(src, 0.0)
@@ -80,14 +92,7 @@ def test_converts_loads_in_the_sdk_and_mediapipe_and_is_smaller(
     from shoplens import Classifier
 
     out = tmp_path / "slim"
-    proc = run_cli("convert", str(block_model), "--recipe", "int8", "--prune-channels", "0.5",
-                   "--train-data", "fashion-mnist:train:2000", "--prune-epochs", "2",
-                   "--calib-data", "fashion-mnist:train:200", "--eval-data", "fashion-mnist:test:300",
-                   "--max-drop", "100", "--out", str(out), "--json", "--quiet")  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    import json
-
-    report = json.loads(proc.stdout)
+    report = _convert_json(block_model, out, "--prune-channels", "0.5", train=2000, epochs=2, evaluate=300)
     c = report["prune_channels"]
     assert c["params_after"] < 0.4 * c["params_before"]
     assert c["int8_bytes_after"] < 0.6 * c["int8_bytes_before"]
@@ -193,15 +198,10 @@ def test_bad_budgets_are_one_line_errors(block_model, tmp_path: Path) -> None:
 
 
 def test_convert_with_a_latency_budget(block_model, tmp_path: Path) -> None:
-    import json
-
     out = tmp_path / "budget"
-    proc = run_cli("convert", str(block_model), "--recipe", "int8", "--latency-budget", "0.5",
-                   "--train-data", "fashion-mnist:train:1000", "--prune-epochs", "1",
-                   "--calib-data", "fashion-mnist:train:200", "--eval-data", "fashion-mnist:test:200",
-                   "--max-drop", "100", "--out", str(out), "--json", "--quiet")  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    c = json.loads(proc.stdout)["prune_channels"]
+    c = _convert_json(block_model, out, "--latency-budget", "0.5", train=1000, epochs=1, evaluate=200)[
+        "prune_channels"
+    ]
     assert c["ratio"] is None and c["budget"]["planned_share"] <= 0.5
     assert c["macs_after"] == c["budget"]["macs_planned"] and "per-group ratios" in c["criterion"]
     assert "Channel pruning (per-group ratios, to 0.5 x the MACs)" in (out / "report.md").read_text()

@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from shoplens.drift.paired import kl_rows
 from shoplens.errors import UsageError
+from shoplens.postprocess import to_probabilities
 from shoplens_convert.channels import MULTIPLE, macs, plan_channels, prune_channels
 
 __all__ = ["BudgetPlan", "budget_ratios"]
@@ -46,19 +48,14 @@ class BudgetPlan:
 
 
 def _kl(p: np.ndarray, q: np.ndarray) -> float:
-    p = np.clip(p, 1e-7, 1.0)
-    q = np.clip(q, 1e-7, 1.0)
-    return float(np.mean(np.sum(p * np.log(p / q), axis=1)))
+    """Mean KL(p || q) over the images (drift's own per-row divergence)."""
+    return float(np.mean(kl_rows(p, q)))
 
 
 def _scores(model: Any, images: np.ndarray) -> np.ndarray:
+    """The model's scores on ``images`` as probabilities (the SDK's one logits rule)."""
     out = np.asarray(model.predict(images, batch_size=64, verbose=0), np.float64)
-    if out.ndim != 2:
-        out = out.reshape(len(images), -1)
-    if np.any(out < 0) or not np.allclose(out.sum(axis=1), 1.0, atol=1e-3):  # logits
-        e = np.exp(out - out.max(axis=1, keepdims=True))
-        out = e / e.sum(axis=1, keepdims=True)
-    return out
+    return to_probabilities(out.reshape(len(images), -1))
 
 
 def budget_ratios(

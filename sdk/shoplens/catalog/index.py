@@ -4,7 +4,8 @@ One API for both kinds of index (``manifest["kind"]``):
 
 * **exact** (small catalogs, and the ground truth): the unit vectors are decoded into memory and
   every query is an exact cosine top-k. From ``BOUNDED_FROM`` rows a query reads a 64-d head and a
-  bound on the tail instead of every vector (see :class:`_BoundedExact`); the answer is the same.
+  bound on the tail instead of every vector (:mod:`shoplens.catalog.exact`); the answer is the same.
+* Integrity (manifest, file sizes and digests, the embedding model): :mod:`shoplens.catalog.integrity`.
 * **hnsw** (large catalogs): the usearch graph proposes ``candidates`` rows from the query's head
   vector, and the stored codes re-rank them exactly, so each returned score is the exact score.
   Filters narrow the rows: a small allowed set (a 1 % category) is scanned exactly, a large one is
@@ -27,53 +28,16 @@ from typing import Any
 
 import numpy as np
 
-from shoplens._manifest import read_manifest
 from shoplens.catalog.codes import CodeFormat
+from shoplens.catalog.exact import BoundedExact
+from shoplens.catalog.integrity import check_digest, check_model, check_size, read_index_manifest
 from shoplens.catalog.source import Product, SearchHit
 from shoplens.catalog.store import CHUNK, iter_chunks
-from shoplens.errors import DataError, ModelError, UsageError
-from shoplens.internal.atomic import sha256_file
+from shoplens.errors import DataError, UsageError
 
 __all__ = ["CatalogIndex"]
 
 PriceRange = tuple[float | None, float | None]
-
-
-def check_model(root: Path, manifest: Mapping[str, Any], model: Path) -> None:
-    """DataError unless ``model`` is the embedding model the index at ``root`` was built with."""
-    if not model.is_file():
-        raise ModelError(f"embedding model {model} does not exist")
-    sha = sha256_file(model)
-    if sha != manifest.get("model_sha256"):
-        raise DataError(
-            f"index {root} was built with another model "
-            f"(sha256 {str(manifest.get('model_sha256'))[:12]}...), "
-            f"not {model.name} ({sha[:12]}...); rebuild it with 'shoplens index build'"
-        )
-
-
-def read_index_manifest(root: Path) -> dict[str, Any]:
-    """The manifest of the index at ``root``, checked for the fields every reader needs."""
-    from shoplens.catalog.store import INDEX_FORMAT as fmt
-
-    try:
-        manifest = read_manifest(
-            root, "index", fmt, ("kind", "dim", "rows", "count", "codes", "codes_file", "files", "columns")
-        )
-    except DataError as exc:
-        if "format 1," in str(exc):
-            raise DataError(
-                f"index {root} was built by an older ShopLens (format 1); "
-                "rebuild it with 'shoplens index build'"
-            ) from None
-        raise
-    try:
-        int(manifest["rows"]), int(manifest["dim"]), CodeFormat.from_dict(manifest["codes"])
-        if manifest["kind"] not in ("exact", "hnsw"):
-            raise ValueError(f"unknown kind {manifest['kind']!r}")
-    except (ValueError, TypeError, KeyError) as exc:
-        raise DataError(f"index manifest {root / 'manifest.json'} is malformed: {exc}") from None
-    return manifest
 
 
 @dataclass
@@ -103,9 +67,9 @@ class CatalogIndex:
         self._fmt = CodeFormat.from_dict(manifest["codes"])
         files = manifest["files"]
         for name, entry in files.items():
-            _check_size(root / name, int(entry["bytes"]), exact=name.endswith(".usearch"))
+            check_size(root / name, int(entry["bytes"]), exact=name.endswith(".usearch"))
             if (verify and not name.endswith(".usearch")) or name == "basis.bin":  # the graph checks its own
-                _check_digest(root / name, entry)
+                check_digest(root / name, entry)
         self._codes = self._array(manifest["codes_file"], np.uint8, (self.rows, self._fmt.row_bytes))
         self._offsets = self._array("offsets.bin", np.uint64, (self.rows + 1,))
         self._price = self._array("price.bin", np.float32, (self.rows,))
@@ -128,7 +92,7 @@ class CatalogIndex:
         self.candidates = int((manifest.get("ann") or {}).get("candidates", 128))
         self._graph: Any = None
         self._basis: np.ndarray | None = None
-        self._exact: _BoundedExact | None = None
+        self._exact: BoundedExact | None = None
         if self.kind == "hnsw":
             from shoplens.catalog.ann import HnswGraph
 
@@ -137,7 +101,7 @@ class CatalogIndex:
             self._graph = HnswGraph.open(root / a["graph"], size=int(entry["bytes"]), sha256=entry["sha256"])
             self._basis = self._array("basis.bin", np.float32, (self.dim, int(a["head_dims"]))).copy()
         else:
-            self._exact = _BoundedExact(self._fmt.decode(self._codes), self.BOUNDED_FROM)
+            self._exact = BoundedExact(self._fmt.decode(self._codes), self.BOUNDED_FROM)
 
     def _array(self, name: str, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
         path = self.root / name
@@ -453,64 +417,6 @@ class CatalogIndex:
         return [(best_rows[i], best[i]) for i in range(len(qs))]
 
 
-class _BoundedExact:
-    """Exact top-k over unit vectors in memory.
-
-    Small sets are one matrix-vector product. From ``bounded_from`` rows a query reads far less
-    memory (the product is bandwidth-bound: 100k x 256 float32 is 100 MB per query): the vectors
-    are kept in an orthonormal PCA basis, split into a head (the first ``HEAD_DIMS`` components,
-    where most of the energy is) and a tail with per-row tail norms. The head score plus
-    ``|q_tail| * |v_tail|`` bounds each row's cosine from above (Cauchy-Schwarz); exact scores are
-    computed for the best bounds until the k-th exact score exceeds every remaining bound. The
-    result is the exact top-k (a rotation preserves dot products), only faster.
-    """
-
-    HEAD_DIMS = 64
-
-    def __init__(self, vectors: np.ndarray, bounded_from: int) -> None:
-        self.vectors = vectors
-        self.bounded = len(vectors) >= bounded_from
-        if self.bounded:
-            rng = np.random.default_rng(0)
-            sample = vectors[rng.choice(len(vectors), min(len(vectors), 20_000), replace=False)].astype(
-                np.float64
-            )
-            w, basis = np.linalg.eigh(sample.T @ sample)
-            self.basis = np.ascontiguousarray(basis[:, np.argsort(-w)], np.float32)
-            rotated = vectors @ self.basis
-            h = min(self.HEAD_DIMS, vectors.shape[1])
-            self.head = np.ascontiguousarray(rotated[:, :h])
-            self.tail = np.ascontiguousarray(rotated[:, h:])
-            self.tail_norm = np.linalg.norm(self.tail, axis=1)
-
-    def top_k(self, q: np.ndarray, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        if not self.bounded:
-            scores = self.vectors @ q
-            if mask is not None:
-                scores = np.where(mask, scores, -np.inf)
-            idx = np.argpartition(-scores, k - 1)[:k]
-            return idx, scores[idx]
-        qr = q @ self.basis
-        h = self.head.shape[1]
-        qh, qt = qr[:h], qr[h:]
-        sh = self.head @ qh
-        bound = sh + float(np.linalg.norm(qt)) * self.tail_norm
-        if mask is not None:
-            bound = np.where(mask, bound, -np.inf)
-        m = min(len(bound), max(4 * k, 64))
-        cand = np.argpartition(-bound, m - 1)[:m]
-        cand = cand[np.isfinite(bound[cand])]
-        exact = sh[cand] + self.tail[cand] @ qt
-        tau = np.partition(exact, len(exact) - k)[len(exact) - k]
-        more = np.flatnonzero(bound >= tau)
-        more = more[~np.isin(more, cand)]
-        if len(more):
-            cand = np.concatenate([cand, more])
-            exact = np.concatenate([exact, sh[more] + self.tail[more] @ qt])
-        top = np.argpartition(-exact, k - 1)[:k]
-        return cand[top], exact[top]
-
-
 def _with_colour(where: Mapping[str, str] | None, colour: str | None) -> Mapping[str, str] | None:
     if colour is None:
         return where
@@ -526,21 +432,3 @@ def _check_k(k: Any) -> int:
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
         raise UsageError(f"k must be a positive integer, got {k!r}")
     return int(k)
-
-
-def _check_size(path: Path, expected: int, *, exact: bool) -> None:
-    try:
-        size = path.stat().st_size
-    except OSError:
-        raise DataError(f"index file {path} is missing; rebuild the index") from None
-    if size < expected or (exact and size != expected):
-        raise DataError(
-            f"index file {path} is {size} bytes, the manifest says {expected}: truncated or replaced"
-        )
-
-
-def _check_digest(path: Path, entry: Mapping[str, Any]) -> None:
-    from shoplens.catalog.store import file_entry
-
-    if file_entry(path, int(entry["bytes"]))["sha256"] != entry["sha256"]:
-        raise DataError(f"index file {path} is corrupt (sha256 differs from the manifest); rebuild the index")

@@ -21,7 +21,7 @@ import numpy as np
 
 from shoplens.catalog.build import _embed
 from shoplens.catalog.codes import CodeFormat, to_codes, unit
-from shoplens.catalog.index import check_model, read_index_manifest
+from shoplens.catalog.integrity import check_model, read_index_manifest
 from shoplens.catalog.source import Product, read_catalog
 from shoplens.catalog.store import ColumnBuilder, file_entry, iter_chunks, used_values, write_json
 from shoplens.errors import DataError, UsageError
