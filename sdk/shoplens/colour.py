@@ -170,7 +170,7 @@ _SHIFT = 1
 
 
 def _table() -> np.ndarray:
-    """The naming table, indexed by each 8-bit CIELAB code shifted right by ``_SHIFT``."""
+    """The naming table, flat: index ``(L8 >> s) * side**2 + (a8 >> s) * side + (b8 >> s)``."""
     global _lut
     if _lut is None:
         step = 1 << _SHIFT
@@ -178,7 +178,7 @@ def _table() -> np.ndarray:
         grid = np.stack(np.meshgrid(codes / 2.55, codes - 128, codes - 128, indexing="ij"), axis=-1)
         grid = grid.reshape(-1, 3).astype(np.float32)
         names = np.concatenate([_names(grid[s : s + 65536]) for s in range(0, len(grid), 65536)])
-        _lut = names.astype(np.uint8).reshape(len(codes), len(codes), len(codes))
+        _lut = names.astype(np.uint8)
     return _lut
 
 
@@ -193,27 +193,27 @@ def name_lab(lab: Sequence[float] | np.ndarray) -> str:
 
 
 def _layout(grid: int, ring: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per cell (flat): ring weights (1 / ring size on the outer ring), inner and centre masks."""
     yy, xx = np.mgrid[:grid, :grid]
-    edge = np.minimum(np.minimum(yy, xx), np.minimum(grid - 1 - yy, grid - 1 - xx))
-    return (
-        (edge < ring).astype(np.uint8),
-        np.flatnonzero(edge.ravel() >= ring),
-        np.flatnonzero(edge.ravel() >= grid // 4),
-    )
+    edge = np.minimum(np.minimum(yy, xx), np.minimum(grid - 1 - yy, grid - 1 - xx)).ravel()
+    ring_w = (edge < ring).astype(np.float32)
+    return ring_w / ring_w.sum(), edge >= ring, edge >= grid // 4
 
 
-_RING_MASK, _INNER, _CENTRE = _layout(GRID, RING)
-_INNER_MASK = np.zeros((GRID, GRID), bool)
-_INNER_MASK.ravel()[_INNER] = True
-_CENTRE_MASK = np.zeros((GRID, GRID), bool)
-_CENTRE_MASK.ravel()[_CENTRE] = True
-# squared CIE76 weights in OpenCV's 8-bit units: lightness at half weight (and L* = L8 / 2.55)
-_W8 = np.array([0.25 / 2.55**2, 1.0, 1.0], np.float32)
-_W8_ROW = _W8.reshape(1, 3)
-_AB_ROW = np.array([[0.0, 1.0, 1.0]], np.float32)
-_PACK_ROW = {side: np.array([[side * side, side, 1.0]], np.float32) for side in (32, 64, 128, 256)}
-_INNER_U8 = _INNER_MASK.astype(np.uint8) * np.uint8(255)
-_CENTRE_U8 = _CENTRE_MASK.astype(np.uint8) * np.uint8(255)
+_RING_W, _INNER, _CENTRE = _layout(GRID, RING)
+_MIN_PRODUCT = MIN_PRODUCT_SHARE * int(_INNER.sum())
+_N_CENTRE = int(_CENTRE.sum())
+# The cells' features, a row per feature and a column per cell: OpenCV's 8-bit CIELAB (L8 = L* x
+# 2.55, a8 = a* + 128, b8 = b* + 128), their squares, the codes shifted for the naming table, and
+# 1. One product with a 4 x 10 matrix made per frame gives, for every cell at once, its distance to
+# the background, its dot product with the background's hue, its chroma squared (exact: integers)
+# and its naming-table index: one call instead of a dozen.
+_W_L = 0.25 / 2.55**2  # squared CIE76 weight of L8: lightness at half weight
+_SIDE = 256 >> _SHIFT  # the naming table's grid: one flat index per cell, exact in float32
+_M = np.zeros((4, 10), np.float32)
+_M[0, 3:6] = (_W_L, 1.0, 1.0)  # distance: sum w (x - mu)^2 (the mu terms set per frame)
+_M[2, [1, 2, 4, 5, 9]] = (-256.0, -256.0, 1.0, 1.0, 32768.0)  # (a8 - 128)^2 + (b8 - 128)^2
+_M[3, 6:9] = (_SIDE * _SIDE, _SIDE, 1.0)  # naming-table index
 
 
 def shrink(resized: np.ndarray) -> np.ndarray:
@@ -245,53 +245,54 @@ def colours_of(
 
 
 def _colours(small: np.ndarray, rgb: bool, gains: np.ndarray | None) -> tuple[ProductColour, ...]:
-    # every step works on the 16x16 image at once, in OpenCV where it can (about 1 us a call): a
-    # frame costs a few tens of microseconds, most of it call overhead, not arithmetic (OpenCV's type
-    # stubs leave out scalar operands, hence the ignores)
+    # every step works on all 256 cells at once, in about 30 numpy and OpenCV calls: most of a
+    # frame's cost is call overhead, not arithmetic, so the steps share one matrix product
     if gains is not None:
         small = cv2.multiply(small, (float(gains[0]), float(gains[1]), float(gains[2]), 0.0))  # saturates
     m = cv2.mean(small)
     mean = (m[0] + m[1] + m[2]) / 765.0
     if mean < DIM_MEAN:
         small = cv2.convertScaleAbs(small, alpha=min(EXPOSED_MEAN / max(mean, 1e-3), MAX_EXPOSURE_GAIN))
-    lab: np.ndarray = np.asarray(cv2.cvtColor(small, cv2.COLOR_RGB2LAB if rgb else cv2.COLOR_BGR2LAB))
-    mu_, sd_ = cv2.meanStdDev(lab, mask=_RING_MASK)
-    (mu_l, mu_a, mu_b), (sd_l, sd_a, sd_b) = mu_.ravel().tolist(), sd_.ravel().tolist()
-    w_l = float(_W8[0])
-    spread2 = w_l * sd_l * sd_l + sd_a * sd_a + sd_b * sd_b  # mean squared distance of the ring to its mean
-    labf = lab.astype(np.float32)
-    d = cv2.subtract(labf, (mu_l, mu_a, mu_b, 0.0))  # type: ignore[call-overload]
-    dist = cv2.transform(cv2.multiply(d, d), _W8_ROW)
-    far = cv2.compare(dist, max(BACKGROUND_DELTA_E**2, 2.25 * spread2), cv2.CMP_GT)  # type: ignore[call-overload]
-    product = cv2.bitwise_and(far, _INNER_U8)
-    if cv2.countNonZero(product) < MIN_PRODUCT_SHARE * len(_INNER):
-        product = _CENTRE_U8
+    lab: np.ndarray = cv2.cvtColor(small, cv2.COLOR_RGB2LAB if rgb else cv2.COLOR_BGR2LAB).reshape(-1, 3)
+    f = np.empty((10, len(lab)), np.float32)
+    f[0:3] = lab.T
+    np.multiply(f[0:3], f[0:3], out=f[3:6])
+    f[6:9] = np.right_shift(lab, _SHIFT).T
+    f[9] = 1.0
+    # the background: the ring's mean and mean square per channel, and its spread around the mean
+    mu_l, mu_a, mu_b, sq_l, sq_a, sq_b = (f[0:6] @ _RING_W).tolist()
+    mu2 = _W_L * mu_l * mu_l + mu_a * mu_a + mu_b * mu_b
+    spread2 = _W_L * sq_l + sq_a + sq_b - mu2
     ma, mb = mu_a - 128.0, mu_b - 128.0
+    w = _M.copy()
+    w[0, 0], w[0, 1], w[0, 2], w[0, 9] = -2.0 * _W_L * mu_l, -2.0 * mu_a, -2.0 * mu_b, mu2
+    # ma (a8 - 128) + mb (b8 - 128), a hair under (so an achromatic cell is never "near a hue")
+    w[1, 1], w[1, 2], w[1, 9] = ma, mb, -128.0 * (ma + mb) - 1e-3
+    r = w @ f
+    product = (r[0] > max(BACKGROUND_DELTA_E**2, 2.25 * spread2)) & _INNER
+    n_product = int(np.count_nonzero(product))
+    if n_product < _MIN_PRODUCT:
+        product, n_product = _CENTRE, _N_CENTRE
     bg_chroma = (ma * ma + mb * mb) ** 0.5
     if bg_chroma > BLEND_MIN_CHROMA:  # cells that mix the background into a see-through or edge cell
         # within 20 degrees of the background's hue (a dot product over cos 20 deg of both chromas)
         # and under 80 % of its chroma
-        dot = cv2.transform(labf, np.array([[0.0, ma, mb, -128.0 * (ma + mb)]], np.float32))
-        ab = cv2.subtract(labf, (0.0, 128.0, 128.0, 0.0))  # type: ignore[call-overload]
-        c2 = cv2.transform(cv2.multiply(ab, ab), _AB_ROW)
-        near_hue = cv2.compare(cv2.scaleAdd(cv2.sqrt(c2), -BLEND_COS * bg_chroma, dot), 0.0, cv2.CMP_GT)  # type: ignore[call-overload]
-        paler = cv2.compare(c2, (BLEND_CHROMA_SHARE * bg_chroma) ** 2, cv2.CMP_LT)
-        blend_u8 = cv2.bitwise_and(cv2.bitwise_and(near_hue, paler), product)
-        n_product, n_blend = cv2.countNonZero(product), cv2.countNonZero(blend_u8)
+        c2 = r[2]
+        blend = (r[1] > (BLEND_COS * bg_chroma) * np.sqrt(c2)) & (c2 < (BLEND_CHROMA_SHARE * bg_chroma) ** 2)
+        blend &= product
+        n_blend = int(np.count_nonzero(blend))
         if n_product - n_blend >= BLEND_KEEP * n_product:
-            product = cv2.subtract(product, blend_u8)
-    side = 256 >> _SHIFT  # the naming table's grid: one flat index per cell, exact in float32
-    code = cv2.transform((lab >> _SHIFT).astype(np.float32), _PACK_ROW[side]).astype(np.int32)
-    names = np.take(_table().reshape(-1), code)
-    idx = names[product.view(bool)]
-    counts = np.bincount(idx, minlength=len(_NAMES))
-    total = float(len(idx))
+            product, n_product = product ^ blend, n_product - n_blend
+    names = (_lut if _lut is not None else _table())[r[3].astype(np.intp)]
+    counts = np.bincount(names[product], minlength=len(_NAMES)).tolist()
+    least = MIN_SHARE * n_product
     out = []
-    for i in np.flatnonzero(counts >= MIN_SHARE * total).tolist():
-        c = float(counts[i])
-        mask = product if c == total else cv2.bitwise_and(product, cv2.compare(names, i, cv2.CMP_EQ))  # type: ignore[call-overload]
-        sel = cv2.mean(labf, mask=mask)
-        out.append(ProductColour(_NAMES[i], c / total, (sel[0] / 2.55, sel[1] - 128.0, sel[2] - 128.0)))
+    for i, c in enumerate(counts):
+        if c and c >= least:
+            sel = product if c == n_product else product & (names == i)
+            s_l, s_a, s_b = (f[0:3] @ sel.astype(np.float32)).tolist()
+            lab_i = (s_l / c / 2.55, s_a / c - 128.0, s_b / c - 128.0)
+            out.append(ProductColour(_NAMES[i], c / n_product, lab_i))
     if len(out) > 1:
         out.sort(key=lambda c: -c.share)
     return tuple(out)
