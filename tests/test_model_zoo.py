@@ -8,7 +8,8 @@ recipe's bound (``benchmarks.zoo.BOUNDS``). ``make zoo`` runs every cell on the 
 
 The slice: MobileNet (Edge TPU: the Reshape head must map; per-tensor int8), EfficientNetB0
 (float16, dynamic; as a transfer model, nested Sequential with Rescaling + Normalization in the
-graph, QAT), MobileNetV3Small (hard-swish and operation nodes, prune + PQAT), ConvNeXtTiny (nested
+graph, QAT), MobileNetV3Small (hard-swish and operation nodes, prune + PQAT; Edge TPU: hard swish
+must be traced as ops the Edge TPU runs), ConvNeXtTiny (nested
 stem and downsampling models, LayerNormalization, LayerScale, GELU, stochastic depth, a per-channel
 in-model normalization composed into the contract and folded, prune + int8), DenseNet121 (a
 BatchNormalization after Concatenate, AveragePooling2D: PQAT), ResNet50V2 (int8, auto). NASNetMobile's
@@ -30,6 +31,7 @@ CELLS = [
     ("EfficientNetB0", False, "dynamic"),
     ("EfficientNetB0", True, "qat-int8"),
     ("MobileNetV3Small", False, "pqat-int8"),
+    ("MobileNetV3Small", False, "edgetpu"),
     ("ConvNeXtTiny", False, "prune-int8"),
     ("DenseNet121", False, "pqat-int8"),
     ("ResNet50V2", False, "int8"),
@@ -68,8 +70,23 @@ def test_cell_converts_and_agrees_with_its_source(sources, arch: str, transfer: 
     assert row["agreement"] >= lo_agree, row
     assert row["abs_score_delta_mean"] <= hi_delta, row
     if recipe == "edgetpu":
-        assert row["edgetpu_ops_share"] == 1.0, row["edgetpu_summary"]  # the Reshape head maps too
+        # the Reshape head maps too, and so does hard swish (not as HARD_SWISH, which it cannot run)
+        assert row["edgetpu_ops_share"] == 1.0, row["edgetpu_summary"]
     if recipe in ("qat-int8", "prune-int8", "pqat-int8"):
         assert row["bridge"] and row["bridge_max_difference"] < 1e-3, row  # before any training
     if arch in ("EfficientNetB0", "MobileNetV3Small") and row["bridge"]:
         assert row["input_preprocessing"].startswith("absorbed into the preprocessing contract")
+
+
+def test_hard_swish_is_swapped_only_while_converting() -> None:
+    import keras
+
+    from shoplens_convert.edgetpu_target import edgetpu_activations
+
+    inner = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, activation="hard_swish")])
+    model = keras.Sequential([inner, keras.layers.Activation("hard_silu"), keras.layers.Flatten()])
+    before = [getattr(layer, "activation", None) for layer in model._flatten_layers(recursive=True)]
+    with edgetpu_activations(model) as swapped:
+        assert swapped == 2  # the nested model's convolution and the outer Activation
+    after = [getattr(layer, "activation", None) for layer in model._flatten_layers(recursive=True)]
+    assert after == before

@@ -129,11 +129,17 @@ def quantize(
 ) -> bytes:
     """Convert a Keras model with one of RECIPES; int8 needs preprocessed calibration frames.
 
+    ``static_batch`` (the Edge TPU target) traces with a batch of 1 and, for int8, hard swish as
+    ops the Edge TPU runs (:func:`~shoplens_convert.edgetpu_target.edgetpu_activations`).
+
     Example:
       >>> tflite = quantize(model, "int8", calibration=x[:300])  # doctest: +SKIP
     """
+    from shoplens_convert.edgetpu_target import edgetpu_activations
+
     n = len(calibration) if calibration is not None and recipe == "int8" else 0
-    with progress(show_progress and n > 0, "calibrating", n) as bar:
+    edgetpu = edgetpu_activations(model) if static_batch and recipe == "int8" else contextlib.nullcontext(0)
+    with progress(show_progress and n > 0, "calibrating", n) as bar, edgetpu:
         conv = make_converter(
             model,
             recipe,
