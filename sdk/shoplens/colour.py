@@ -327,7 +327,7 @@ class WhiteBalance:
     wrong for a camera that always sees the same coloured surface (give fixed gains then).
     """
 
-    WINDOW = 50
+    WINDOW = 200  # chosen on the tuning seeds (1, 2): gray named achromatic 96.2 -> 99.0 % (warm, seed 1)
     MIN_FRAMES = 30
 
     def __init__(self, setting: str | Sequence[float] | None) -> None:
