@@ -1,7 +1,7 @@
 """Channel pruning on the reference model: the Pareto table (``make bench``; also on its own).
 
-    .venv/bin/python -m benchmarks.channels                      # ratios 0.25, 0.5, 0.75 (about 1.5 h)
-    .venv/bin/python -m benchmarks.channels --ratio 0.5 --epochs 4
+    .venv/bin/python -m benchmarks.channels                      # ratios 0.25, 0.5, 0.75 (about 2.5 h: 6 epochs each)
+    .venv/bin/python -m benchmarks.channels --ratio 0.5 --epochs 6
     .venv/bin/python -m benchmarks.channels --ratio 0.5 --budget 0.274   # per-layer vs uniform, same MACs
     .venv/bin/python -m benchmarks.channels --quick              # a smoke run on small subsets
 
@@ -113,7 +113,7 @@ def side_by_side(models: dict[str, Path], frames: np.ndarray, rounds: int) -> di
 def run(
     quick: bool = False,
     ratios: tuple[float, ...] = RATIOS,
-    epochs: int = 4,
+    epochs: int = 6,
     train_n: int = 58000,
     budgets: tuple[float, ...] = (),
 ) -> dict:
@@ -184,7 +184,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--ratio", type=float, action="append", help="ratio (repeatable; default 0.25 0.5 0.75)")
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--train-n", type=int, default=58000)
     ap.add_argument("--budget", type=float, action="append", default=[],
                     help="also per-layer ratios to this share of the MACs (--latency-budget; repeatable)")
