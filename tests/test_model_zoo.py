@@ -88,5 +88,6 @@ def test_hard_swish_is_swapped_only_while_converting() -> None:
     before = [getattr(layer, "activation", None) for layer in model._flatten_layers(recursive=True)]
     with edgetpu_activations(model) as swapped:
         assert swapped == 2  # the nested model's convolution and the outer Activation
+        assert model.layers[1].activation is not before[-2]
     after = [getattr(layer, "activation", None) for layer in model._flatten_layers(recursive=True)]
     assert after == before

@@ -58,7 +58,8 @@ def edgetpu_activations(model: Any) -> Iterator[int]:
     """While converting: every hard-swish activation of ``model`` (nested models included; Keras 3,
     tf-keras and the bridge's layers) traced as :func:`_hard_swish_edgetpu`. Yields how many were
     swapped; the model is unchanged afterwards. Not for QAT models: the pieces would lack the
-    ranges QAT learnt for the whole activation (they keep HARD_SWISH, and the report says so)."""
+    ranges QAT learnt for the whole activation (they keep HARD_SWISH; the report's pre-flight
+    lists it)."""
     from shoplens_convert._tf import keras3, tf_keras
 
     flatten = getattr(model, "_flatten_layers", None)  # a SavedModel signature has no layers
