@@ -1,6 +1,6 @@
 """Channel pruning on the reference model: the Pareto table (``make bench``; also on its own).
 
-    .venv/bin/python -m benchmarks.channels                      # ratios 0.25, 0.5, 0.75 (about 2.5 h: 6 epochs each)
+    .venv/bin/python -m benchmarks.channels                      # ratios 0.25, 0.5, 0.75 (about 2.5 h)
     .venv/bin/python -m benchmarks.channels --ratio 0.5 --epochs 6
     .venv/bin/python -m benchmarks.channels --ratio 0.5 --budget 0.274   # per-layer vs uniform, same MACs
     .venv/bin/python -m benchmarks.channels --quick              # a smoke run on small subsets
