@@ -27,16 +27,18 @@ def main() -> dict[str, Any]:
     import keras
 
     from shoplens.contract import PreprocessContract
+    from shoplens.data.datasets import read_labels_file
     from shoplens.data.spec import open_dataset
     from shoplens_convert import channels as ch
     from shoplens_convert.frames import preprocessed_arrays
+    from shoplens_convert.load import detect_output_kind
 
     contract = PreprocessContract.load(REF / "contract.json")
-    labels = (REF / "labels.txt").read_text().split("\n")[:10]
+    labels = read_labels_file(REF / "labels.txt")
     xte, yte = preprocessed_arrays(open_dataset("fashion-mnist:test", labels=labels), contract)
     xtr, ytr = preprocessed_arrays(open_dataset("fashion-mnist:train", labels=labels), contract, 12000)
     src = keras.saving.load_model(REF / "product_cnn.keras")
-    softmax = getattr(src.layers[-1], "activation", None) is keras.activations.softmax
+    output, _ = detect_output_kind(src, xte[:8])
     l1 = ch._importance
     rng = np.random.default_rng(0)
 
@@ -78,7 +80,7 @@ def main() -> dict[str, Any]:
             slim = ch.prune_channels(src, 0.5).model
             pruned = top1(slim)
             t0 = time.time()
-            ch.fine_tune_keras(slim, xtr, ytr, epochs=1, output="probabilities" if softmax else "logits")
+            ch.fine_tune_keras(slim, xtr, ytr, epochs=1, output=output)
             row = {"criterion": name, "top1_pruned": pruned, "top1_after_1_epoch_12k": top1(slim),
                    "seconds": round(time.time() - t0)}  # fmt: skip
             res["rows"].append(row)

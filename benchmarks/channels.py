@@ -26,6 +26,7 @@ import numpy as np
 from benchmarks import REF, ROOT
 
 RATIOS = (0.25, 0.5, 0.75)
+EPOCHS = 6  # fine-tuning epochs of each slimmed model
 OUT = ROOT / "out" / "channels"
 
 
@@ -113,7 +114,7 @@ def side_by_side(models: dict[str, Path], frames: np.ndarray, rounds: int) -> di
 def run(
     quick: bool = False,
     ratios: tuple[float, ...] = RATIOS,
-    epochs: int = 6,
+    epochs: int = EPOCHS,
     train_n: int = 58000,
     budgets: tuple[float, ...] = (),
 ) -> dict:
@@ -184,7 +185,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--ratio", type=float, action="append", help="ratio (repeatable; default 0.25 0.5 0.75)")
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=EPOCHS)
     ap.add_argument("--train-n", type=int, default=58000)
     ap.add_argument("--budget", type=float, action="append", default=[],
                     help="also per-layer ratios to this share of the MACs (--latency-budget; repeatable)")

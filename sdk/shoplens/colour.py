@@ -283,7 +283,7 @@ def _colours(small: np.ndarray, rgb: bool, gains: np.ndarray | None) -> tuple[Pr
         n_blend = int(np.count_nonzero(blend))
         if n_product - n_blend >= BLEND_KEEP * n_product:
             product, n_product = product ^ blend, n_product - n_blend
-    names = (_lut if _lut is not None else _table())[r[3].astype(np.intp)]
+    names = _table()[r[3].astype(np.intp)]
     counts = np.bincount(names[product], minlength=len(_NAMES)).tolist()
     least = MIN_SHARE * n_product
     out = []
