@@ -118,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.open_set", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--release", type=Path, default=RELEASE, help="converted model dir (model, embedding)")
     args = ap.parse_args(argv)
+    release = args.release
     from shoplens import CatalogIndex, Classifier, Embedder, QualityOptions, QualityPolicy
     from shoplens.catalog import build_index
     from shoplens.data import load_fashion_mnist
@@ -133,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     quality = QualityOptions(policy=QualityPolicy.REJECT)
     with tempfile.TemporaryDirectory() as tmp:
         generate_catalog(Path(tmp) / "catalog", count=n_cat, split="train", seed=5)
-        build_index(Path(tmp) / "catalog", RELEASE / "embedding.tflite", Path(tmp) / "index")
+        build_index(Path(tmp) / "catalog", release / "embedding.tflite", Path(tmp) / "index")
         index = CatalogIndex.load(Path(tmp) / "index")
-        with (Classifier.create_from_model_path(RELEASE / "model.tflite", quality=quality) as clf,
-              Embedder.create_from_model_path(RELEASE / "embedding.tflite") as emb):  # fmt: skip
+        with (Classifier.create_from_model_path(release / "model.tflite", quality=quality) as clf,
+              Embedder.create_from_model_path(release / "embedding.tflite") as emb):  # fmt: skip
             # calibration items come from the half of the training split the catalog does not use
             cal, cal_vecs, cal_y = _signals(((f, y) for f, y, _ in iter_kiosk_frames(
                 xr[30000:], yr[30000:], n_cal, seed=21, config=cfg)), clf, emb, index)  # fmt: skip
@@ -168,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     res = {
         "date": time.strftime("%Y-%m-%d"),
         "quick": args.quick,
-        "model": str(RELEASE.relative_to(ROOT)),
+        "model": str(release.relative_to(ROOT) if release.is_relative_to(ROOT) else release),
         "catalog_products": n_cat,
         "calibration_frames": len(cal),
         "thresholds": {"min_score": round(min_score, 4), "min_similarity": round(min_similarity, 4)},
