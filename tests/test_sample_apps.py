@@ -287,7 +287,17 @@ def test_snap_search(reference_models: Path, tmp_path: Path, fmnist_test) -> Non
     assert p.returncode == 3, p.stderr
     d = json.loads(p.stdout)
     assert not d["quality"]["ok"] and d["retake"] == "hold the item still" and d["similar"] == []
-    assert d["colours"] == [] and d["same_colour"] == []
+    assert d["colours"] == [] and d["same_colour"] == [] and not d["not_a_product"]
+    # colour noise passes the quality gate, but is no product (top-1 about 0.24, under 0.38)
+    noise = tmp_path / "noise.png"
+    cv2.imwrite(str(noise), np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8))
+    run = {"capture_output": True, "text": True, "timeout": 300, "cwd": ROOT}
+    p = subprocess.run([*cmd[:2], str(noise), *cmd[3:]], **run)  # type: ignore[call-overload]
+    assert p.returncode == 3, p.stderr
+    d = json.loads(p.stdout)
+    assert d["quality"]["ok"] and d["not_a_product"] and d["category"] is None and d["similar"] == []
+    p = subprocess.run([*cmd[:2], str(noise), *cmd[3:-1]], **run)  # type: ignore[call-overload]
+    assert p.returncode == 3 and p.stdout.startswith("No product recognised"), p.stdout
     # a red trouser on a light background: similar products in the same colour
     from shoplens.data.colour_set import paint
 

@@ -150,6 +150,15 @@ def test_cli_index_and_search(converted: Path, catalog: Path, tmp_path: Path, fm
     assert len(d["results"]) == 4 and d["predicted_category"] == d["category_filter"]
     assert {r["category"] for r in d["results"]} == {d["predicted_category"]}
     assert {"id", "price", "score", "attributes"} <= set(d["results"][0])
+    # open set: the query (a test image, not in the catalog) is under a similarity of 1, over -1
+    for threshold, is_product, n in (("1.0", False, 0), ("-1", True, 10)):
+        p = run_cli("search", str(idx), str(q), "--min-similarity", threshold, "--json")
+        d = json.loads(p.stdout)
+        assert p.returncode == 0 and d["is_product"] is is_product and len(d["results"]) == n, p.stderr
+    p = run_cli("search", str(idx), str(q), "--min-similarity", "1.0")
+    assert p.returncode == 0 and p.stdout.startswith("no product recognised"), p.stdout
+    one_line_error(run_cli("search", str(idx), str(q), "--min-score", "0.5"), 2, "--min-score goes with")
+    one_line_error(run_cli("search", str(idx), str(q), "--min-similarity", "3"), 2, "open-set min_similarity")
     one_line_error(run_cli("search", str(idx), str(q), "--k", "0"), 2, "--k must be a positive")
     one_line_error(run_cli("search", str(idx), str(tmp_path / "none.png")), 2, "cannot read image")
     one_line_error(run_cli("index", "build", str(catalog / "products.csv"), "--model",

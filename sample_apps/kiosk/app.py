@@ -13,13 +13,16 @@ result puts the page in one state (``answer`` in ``/api/result``), never a stale
 - ``confident``: the smoothed top label, its score, the top 3 (the same smoothed scores) and colours;
 - ``not_sure``: the top score is under ``--confident`` (0.85, chosen on data so that 95 % of the
   confident answers are right: ``python -m benchmarks.kiosk_confidence``); "not sure, turn the item";
+- ``not_a_product``: the smoothed top score is under ``--min-score`` (the SDK's open-set
+  threshold, calibrated for the reference model; docs/sdk.md): "no product recognised";
 - ``retake``: the gate rejected the frame; its prompt ("hold the item still") and no label;
 - ``no_camera``: the camera delivers nothing; "camera unavailable" instead of the frame.
 
-In ``not_sure`` and ``retake`` the last confident answer is shown as such ("last item: Dress"),
-never as the current one. Similar products (``--index``) are replaced only when the item changes,
-with names and prices. Operator figures (fps, ms, frame number) are behind the page's "operator"
-toggle and on ``/healthz`` (503 while the camera is unavailable); ``/api/result`` serves the state.
+In ``not_sure``, ``not_a_product`` and ``retake`` the last confident answer is shown as such
+("last item: Dress"), never as the current one. Similar products (``--index``) are replaced only
+when the item changes, with names and prices. Operator figures (fps, ms, frame number) are behind
+the page's "operator" toggle and on ``/healthz`` (503 while the camera is unavailable);
+``/api/result`` serves the state.
 
 A camera that stops delivering frames (``read()`` fails, or the video file disappears) is shown
 as "camera unavailable" and reopened every second; SIGINT and SIGTERM shut everything down
@@ -58,6 +61,7 @@ class Kiosk:
             Classifier,
             ColourOptions,
             ImageClassifierOptions,
+            OpenSetOptions,
             QualityOptions,
             QualityPolicy,
             RunningMode,
@@ -87,6 +91,7 @@ class Kiosk:
             smoothing=SmoothingOptions(),
             quality=QualityOptions(policy=QualityPolicy.REJECT),
             colour=ColourOptions(enabled=not args.no_colour, white_balance="auto"),
+            open_set=OpenSetOptions(min_score=args.min_score if args.min_score >= 0 else None),
         ))  # fmt: skip
         self.search = SimilarProducts(args) if args.index else None
 
@@ -196,6 +201,8 @@ def answer_state(result: Any, confident: float, last_item: dict[str, Any] | None
     top = result.categories[0] if result.categories and not result.rejected else None
     if result.rejected or top is None:
         answer, prompt = "retake", (result.quality.hint if result.rejected else "show an item")
+    elif result.is_product is False:
+        answer, prompt = "not_a_product", "no product recognised: show one item to the camera"
     elif top.score < confident:
         answer, prompt = "not_sure", "not sure: turn the item or hold it closer"
     else:
@@ -336,6 +343,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--confident", type=float, default=0.85,
                     help="lowest smoothed score shown as an answer (below: 'not sure'; chosen on data, "
                          "python -m benchmarks.kiosk_confidence)")  # fmt: skip
+    ap.add_argument("--min-score", type=float, default=0.3828,
+                    help="under this smoothed score: 'no product recognised' (the SDK's open-set threshold, "
+                         "calibrated for the reference model; docs/sdk.md; negative: off)")  # fmt: skip
     ap.add_argument("--fast", action="store_true", help="do not pace a video at its frame rate")
     return ap.parse_args(argv)
 
@@ -344,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not 0.0 <= args.confident <= 1.0:
         sys.stderr.write(f"error: --confident must be in [0, 1], got {args.confident}\n")
+        return 2
+    if args.min_score > 1.0:
+        sys.stderr.write(f"error: --min-score must be at most 1 (negative: off), got {args.min_score}\n")
         return 2
     if not Path(args.model).is_file():
         sys.stderr.write(f"error: model {args.model} does not exist; run 'make demo' first or pass --model\n")

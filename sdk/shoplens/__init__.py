@@ -33,6 +33,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "shoplens.results": ("Category", "ClassificationResult", "EmbeddingResult", "StreamStats", "Timing"),
     "shoplens.quality": ("QualityOptions", "QualityPolicy", "QualityVerdict"),
     "shoplens.colour": ("ColourOptions", "ProductColour"),
+    "shoplens.open_set": ("OpenSetOptions",),
     "shoplens.runtime": ("Backend", "Delegate"),
     "shoplens.contract": ("ColorOrder", "CropMode", "Interpolation", "PreprocessContract"),
     "shoplens.preprocess": (
@@ -76,6 +77,7 @@ __all__ = [
     "Interpolation",
     "InvalidFrameError",
     "ModelError",
+    "OpenSetOptions",
     "OutputExistsError",
     "PreprocessContract",
     "Preprocessor",
@@ -146,6 +148,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the names eagerly
         ShopLensError,
         UsageError,
     )
+    from shoplens.open_set import OpenSetOptions
     from shoplens.options import (
         BaseOptions,
         ClassifierOptions,

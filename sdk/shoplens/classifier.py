@@ -61,6 +61,7 @@ class Classifier(BaseVisionTask):
         if meta and meta.get("output") in ("logits", "probabilities"):
             self.outputs_logits = meta["output"] == "logits"
         self._allowed = self._category_mask()
+        self._min_score = self.options.open_set.min_score
         self._ema: np.ndarray | None = None
         self._shown: int | None = None
         # LIVE_STREAM worker state
@@ -150,9 +151,12 @@ class Classifier(BaseVisionTask):
             if smooth:
                 scores, shown = self._smooth(scores, ts)
             cats = self._top(scores, shown)
+            is_product = None
+            if self._min_score is not None:  # the shown answer's score (smoothed in a stream)
+                is_product = bool(cats) and cats[0].score >= self._min_score
             post_ms = (time.perf_counter() - t2) * 1e3
             timing = Timing(raw.preprocess_ms, raw.invoke_ms, post_ms, raw.colour_ms)
-            return ClassificationResult(cats, timing, raw.verdict, ts, scores, raw.colours)
+            return ClassificationResult(cats, timing, raw.verdict, ts, scores, raw.colours, is_product)
 
     def _smooth(self, scores: np.ndarray, ts: int | None) -> tuple[np.ndarray, int]:
         sm = self.options.smoothing

@@ -84,6 +84,25 @@ class Embedder(BaseVisionTask):
             timing = Timing(raw.preprocess_ms, raw.invoke_ms, (time.perf_counter() - t2) * 1e3, raw.colour_ms)
             return EmbeddingResult(vec, timing, raw.verdict, ts, raw.colours)
 
+    def is_product(self, hits: Sequence[Any]) -> bool | None:
+        """The open-set answer for a search of this Embedder's vector (``options.open_set``).
+
+        Args:
+          hits: the search hits, nearest first (:meth:`~shoplens.CatalogIndex.search`); each has
+            ``score``, the cosine similarity.
+
+        Returns:
+          False ("no product recognised") when ``min_similarity`` is set and the nearest product is
+          less similar, or nothing was found; True when it passes; None when it is not set.
+
+        Example:
+          >>> emb.is_product(index.search(emb.embed(frame).embedding, 5))  # doctest: +SKIP
+          False
+        """
+        if self.options.open_set.min_similarity is None:
+            return None
+        return bool(hits) and self.options.open_set.judge(similarity=float(hits[0].score)) is True
+
     def embed(self, frame: np.ndarray) -> EmbeddingResult:
         """IMAGE mode: embed one frame.
 

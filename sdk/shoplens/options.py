@@ -23,6 +23,7 @@ import numpy as np
 from shoplens.colour import ColourOptions
 from shoplens.contract import ColorOrder, CropMode, PreprocessContract
 from shoplens.errors import UsageError
+from shoplens.open_set import OpenSetOptions
 from shoplens.quality import QualityOptions
 from shoplens.runtime import Backend, Delegate, valid_device
 
@@ -142,6 +143,8 @@ _TASK_DOC = """
       contract: the preprocessing contract for a model that carries none.
       colour: name the product's colours on every result (:class:`~shoplens.colour.ColourOptions`;
         off by default).
+      open_set: when an answer is "not a product" (:class:`~shoplens.open_set.OpenSetOptions`; off
+        by default): the Classifier's ``min_score``, the Embedder's ``min_similarity``.
 
     Raises:
       UsageError: a value out of range, or options that contradict each other.
@@ -160,6 +163,7 @@ class VisionTaskOptions:
     quality: QualityOptions = field(default_factory=QualityOptions)
     contract: PreprocessContract | None = None  # for models without ShopLens metadata
     colour: ColourOptions = field(default_factory=ColourOptions)
+    open_set: OpenSetOptions = field(default_factory=OpenSetOptions)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -172,6 +176,8 @@ class VisionTaskOptions:
                 set_(self, "crop", CropMode(self.crop))
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        if not isinstance(self.open_set, OpenSetOptions):
+            raise UsageError(f"open_set must be OpenSetOptions, got {type(self.open_set).__name__}")
         if self.input_color_order is ColorOrder.GRAY:
             raise UsageError("input_color_order is the order of colour frames: BGR or RGB")
         if self.roi is not None:

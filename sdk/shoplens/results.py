@@ -47,6 +47,7 @@ class ClassificationResult:
     timestamp_ms: int | None = None
     scores: np.ndarray | None = field(default=None, repr=False, compare=False)
     colours: tuple[ProductColour, ...] = ()  # the product's named colours, dominant first (if asked)
+    is_product: bool | None = None  # False: "no product recognised" (open_set); None: not judged
 
     @property
     def rejected(self) -> bool:
@@ -63,6 +64,7 @@ class ClassificationResult:
                 {"index": c.index, "label": c.label, "score": round(c.score, 6)} for c in self.categories
             ],
             "rejected": self.rejected,
+            "is_product": self.is_product,
             "quality": self.quality.to_dict(),
             "timing_ms": {
                 "preprocess": round(self.timing.preprocess_ms, 4),
@@ -104,6 +106,7 @@ class EmbeddingResult:
     quality: QualityVerdict = UNCHECKED
     timestamp_ms: int | None = None
     colours: tuple[ProductColour, ...] = ()  # the product's named colours, dominant first (if asked)
+    is_product: bool | None = None  # False: "no product recognised" (open_set); None: not judged
 
     @property
     def rejected(self) -> bool:

@@ -47,6 +47,11 @@ def classify_command(
         str | None,
         typer.Option("--white-balance", help="With --colour: 'auto' (video and camera), or B,G,R gains."),
     ] = None,
+    min_score: Annotated[
+        float | None,
+        typer.Option("--min-score", help="'No product recognised' under this top-1 probability (0.3828 is "
+                     "calibrated for the reference model; docs/sdk.md)."),
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Classify an image, every image in a folder, a video, or a live camera.
@@ -61,6 +66,7 @@ def classify_command(
     from shoplens.contract import PreprocessContract
     from shoplens.errors import InvalidFrameError
     from shoplens.internal.progress import progress
+    from shoplens.open_set import OpenSetOptions
     from shoplens.options import BaseOptions, ClassifierOptions, ImageClassifierOptions, RunningMode
     from shoplens.quality import QualityOptions
     from shoplens.sources import VIDEO_EXTENSIONS, open_source
@@ -81,8 +87,9 @@ def classify_command(
         labels_path=labels,
         contract=PreprocessContract.load(contract) if contract else None,
         colour=ColourOptions(enabled=colour, white_balance=_gains(white_balance)),
+        open_set=OpenSetOptions(min_score=min_score),
     )
-    counts = {"frames": 0, "classified": 0, "rejected": 0, "unreadable": 0, "invalid": 0}
+    counts = {"frames": 0, "classified": 0, "rejected": 0, "unreadable": 0, "invalid": 0, "not_a_product": 0}
     t0 = time.perf_counter()
     clf = Classifier(opts)  # options and model are checked before any input is opened
     try:
@@ -114,11 +121,15 @@ def classify_command(
                 _skip(json_out, frame.name, exc.message, emit)
                 continue
             counts["rejected" if result.rejected else "classified"] += 1
+            counts["not_a_product"] += result.is_product is False
             if json_out:
                 emit({"source": frame.name, **result.to_dict()})
             elif not src.streaming or frame.index % 30 == 0:
                 if result.rejected:
                     out_console.print(f"{frame.name}: re-take ({result.quality.hint})")
+                elif result.is_product is False:
+                    top = f" (best guess {result.top.label} {result.top.score:.2f})" if result.top else ""
+                    out_console.print(f"{frame.name}: no product recognised{top}")
                 else:
                     cats = ", ".join(f"{c.label} {c.score:.2f}" for c in result.categories)
                     if result.colours:
@@ -138,6 +149,7 @@ def classify_command(
             f"{counts['frames']} frames in {elapsed:.2f} s ({fps:.1f} fps): "
             f"{counts['classified']} classified, {counts['rejected']} rejected by the quality gate, "
             f"{counts['unreadable']} unreadable, {counts['invalid']} invalid"
+            + (f", {counts['not_a_product']} not a product" if min_score is not None else "")
         )
     if counts["frames"] and not counts["classified"] + counts["rejected"]:
         from shoplens.errors import DataError

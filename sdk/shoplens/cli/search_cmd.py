@@ -197,9 +197,22 @@ def search_command(
         float | None, typer.Option("--max-price", help="Only products at this price or less.")
     ] = None,
     exact: Annotated[bool, typer.Option("--exact", help="Scan every vector, even in an hnsw index.")] = False,
+    min_similarity: Annotated[
+        float | None,
+        typer.Option("--min-similarity", help="'No product recognised' when the nearest catalog product is "
+                     "less similar (cosine; 0.9127 is calibrated for the reference model, docs/sdk.md)."),
+    ] = None,
+    min_score: Annotated[
+        float | None,
+        typer.Option("--min-score", help="With --classifier: 'no product recognised' under this top-1 "
+                     "probability (0.3828 for the reference model)."),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Find the catalog products that look most like the photo (cosine top-k).
+
+    With --min-similarity (and --min-score with --classifier) a photo of something that is not a
+    product (a shelf label, a wall) gets "no product recognised" and no results.
 
     Example: shoplens search out/index photo.jpg --classifier out/model.tflite --where brand=Acme --k 5
     """
@@ -209,9 +222,13 @@ def search_command(
     from shoplens.data.datasets import read_image
     from shoplens.embedder import Embedder
     from shoplens.errors import DataError, UsageError
+    from shoplens.open_set import OpenSetOptions
 
     if k <= 0:
         raise UsageError(f"--k must be a positive integer, got {k}")
+    if min_score is not None and classifier is None:
+        raise UsageError("--min-score goes with --classifier (the classifier's top-1 probability)")
+    open_set = OpenSetOptions(min_score=min_score, min_similarity=min_similarity)
     conditions = _where(where)
     idx = CatalogIndex.load(index)  # what is wrong with the index is said first
     model = model or idx.model_path
@@ -229,24 +246,32 @@ def search_command(
     if frame is None:
         raise DataError(f"cannot read image {image}")
     predicted = None
+    is_product: bool | None = None
     if classifier is not None:
-        with Classifier.create_from_model_path(classifier) as clf:
-            top = clf.classify(frame).top
-            predicted = top.label if top else None
+        with Classifier.create_from_model_path(classifier, open_set=open_set) as clf:
+            r = clf.classify(frame)
+            predicted = r.top.label if r.top else None
+            is_product = r.is_product
         category = category or predicted
-    with Embedder.create_from_model_path(model) as emb:
+    with Embedder.create_from_model_path(model, open_set=open_set) as emb:
         res = emb.embed(frame)
+        if res.embedding is not None and is_product is not False and min_similarity is not None:
+            is_product = emb.is_product(idx.search(res.embedding, 1, exact=exact))  # the nearest of all
     hits = []
     price = (min_price, max_price) if min_price is not None or max_price is not None else None
-    if res.embedding is not None and (category is None or category in idx.categories):
+    searchable = category is None or category in idx.categories
+    if res.embedding is not None and is_product is not False and searchable:
         hits = idx.search(res.embedding, k, category=category, where=conditions, price=price, colour=colour,
                           exact=exact)  # fmt: skip
     doc = {"query": str(image), "category_filter": category, "predicted_category": predicted,
            "where": conditions, "colour": colour, "price": list(price) if price else None,
-           "index_kind": idx.kind,
+           "index_kind": idx.kind, "is_product": is_product,
            "exact": exact or idx.kind == "exact", "results": [h.to_dict() for h in hits]}  # fmt: skip
     if json_out:
         print_json(doc)
+        return
+    if is_product is False:
+        out_console.print("no product recognised: photograph one item, filling most of the picture")
         return
     if category:
         out_console.print(f"category: {category}" + (" (predicted)" if predicted == category else ""))
