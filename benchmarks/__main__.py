@@ -322,6 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     r["colour"] = colour_bench.run(200 if quick else 1000)
     r["colour"]["cost"] = colour_bench.cost(model, frames, 3 if quick else 15)
     targets.update(colour_bench.targets(r["colour"]))
+    print("open-set answers ('not a product') on the released reference model", flush=True)
+    from benchmarks import open_set
+
+    r["open_set"] = open_set.run(quick=quick)
+    targets.update(open_set.targets(r["open_set"]))
     print("kiosk accuracy", flush=True)
     r["kiosk_accuracy"] = k = kiosk_accuracy(model, 200 if quick else 2000)
     if k.get("float_kiosk_top1"):

@@ -198,6 +198,8 @@ def render_markdown(r: dict) -> str:
         lines += channel_markdown(r["channels"])
     if "colour" in r:
         lines += colour_markdown(r["colour"], r.get("peers", {}))
+    if "open_set" in r:
+        lines += open_set_markdown(r["open_set"])
     if "search" in r:
         lines += search_markdown(r["search"])
     if "search_scale" in r:
@@ -242,6 +244,31 @@ def colour_markdown(c: dict, peers: dict) -> list[str]:
             f"End to end at 640x480 (peers table): {sl['p50_ms']} ms per frame without colour, "
             f"{col['p50_ms']} ms with it ({extra:+.1f} %).",
         ]
+    return lines
+
+
+def open_set_markdown(o: dict) -> list[str]:
+    """'Not a product': the share of products turned away and of each kind of non-product rejected."""
+    t = o["thresholds"]
+    lines = [
+        "",
+        "## Open-set answers (\"not a product\")",
+        "",
+        f"`benchmarks.open_set` on `{o['model']}`: thresholds calibrated on {o['calibration_frames']:,} "
+        f"kiosk frames of training items (top-1 score {t['min_score']}, nearest-product similarity "
+        f"{t['min_similarity']}); {100 * o['products_wrongly_rejected']:.1f} % of "
+        f"{o['product_frames']:,} kiosk frames of test items turned away (Mahalanobis, not shipped: "
+        f"{100 * o['mahalanobis']['products_wrongly_rejected']:.1f} %).",
+        "",
+        "| non-product | frames past the gate | rejected | by score | by similarity | by Mahalanobis |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, k in o["non_products"].items():
+        lines.append(
+            f"| {name} | {k['frames_passing_gate']} | {100 * k['rejected']:.1f} % "
+            f"| {100 * k['by_score_alone']:.1f} % | {100 * k['by_similarity_alone']:.1f} % "
+            f"| {100 * k['by_mahalanobis_alone']:.1f} % |"
+        )
     return lines
 
 
