@@ -106,7 +106,6 @@ class EmbeddingResult:
     quality: QualityVerdict = UNCHECKED
     timestamp_ms: int | None = None
     colours: tuple[ProductColour, ...] = ()  # the product's named colours, dominant first (if asked)
-    is_product: bool | None = None  # False: "no product recognised" (open_set); None: not judged
 
     @property
     def rejected(self) -> bool:
