@@ -343,7 +343,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--confident", type=float, default=0.85,
                     help="lowest smoothed score shown as an answer (below: 'not sure'; chosen on data, "
                          "python -m benchmarks.kiosk_confidence)")  # fmt: skip
-    ap.add_argument("--min-score", type=float, default=0.3828,
+    from shoplens.open_set import REFERENCE
+
+    ap.add_argument("--min-score", type=float, default=REFERENCE.min_score,
                     help="under this smoothed score: 'no product recognised' (the SDK's open-set threshold, "
                          "calibrated for the reference model; docs/sdk.md; negative: off)")  # fmt: skip
     ap.add_argument("--fast", action="store_true", help="do not pace a video at its frame rate")

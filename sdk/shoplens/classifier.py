@@ -153,7 +153,7 @@ class Classifier(BaseVisionTask):
             cats = self._top(scores, shown)
             is_product = None
             if self._min_score is not None:  # the shown answer's score (smoothed in a stream)
-                is_product = bool(cats) and cats[0].score >= self._min_score
+                is_product = bool(cats) and self.options.open_set.judge(score=cats[0].score) is True
             post_ms = (time.perf_counter() - t2) * 1e3
             timing = Timing(raw.preprocess_ms, raw.invoke_ms, post_ms, raw.colour_ms)
             return ClassificationResult(cats, timing, raw.verdict, ts, scores, raw.colours, is_product)

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from shoplens.cli._common import JsonFlag, ModelPath, err_console, out_console, show_progress
+from shoplens.open_set import REFERENCE
 from shoplens.quality import QualityPolicy
 from shoplens.runtime import Delegate
 
@@ -49,8 +50,8 @@ def classify_command(
     ] = None,
     min_score: Annotated[
         float | None,
-        typer.Option("--min-score", help="'No product recognised' under this top-1 probability (0.3828 is "
-                     "calibrated for the reference model; docs/sdk.md)."),
+        typer.Option("--min-score", help="'No product recognised' under this top-1 probability "
+                     f"({REFERENCE.min_score} is calibrated for the reference model; docs/sdk.md)."),
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:

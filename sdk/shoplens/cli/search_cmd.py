@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from shoplens.cli._common import out_console, print_json, show_progress
+from shoplens.open_set import REFERENCE
 
 # the embedding model of an existing index: it names its own, and another one is refused
 IndexModel = Annotated[
@@ -200,12 +201,13 @@ def search_command(
     min_similarity: Annotated[
         float | None,
         typer.Option("--min-similarity", help="'No product recognised' when the nearest catalog product is "
-                     "less similar (cosine; 0.9127 is calibrated for the reference model, docs/sdk.md)."),
+                     f"less similar (cosine; {REFERENCE.min_similarity} is calibrated for the reference "
+                     "model, docs/sdk.md)."),
     ] = None,
     min_score: Annotated[
         float | None,
         typer.Option("--min-score", help="With --classifier: 'no product recognised' under this top-1 "
-                     "probability (0.3828 for the reference model)."),
+                     f"probability ({REFERENCE.min_score} for the reference model)."),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
