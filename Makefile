@@ -34,7 +34,7 @@ $(VENV)/.installed: pyproject.toml
 	@# converter's dependencies in one resolution. TFMOT 0.8.1 declares absl-py~=1.2 while MediaPipe
 	@# needs absl-py~=2.3; TFMOT runs with 2.x (every QAT/pruning test does), so it is installed last,
 	@# without re-resolving its dependencies: the set-up prints no resolver conflict.
-	$(PIP) install --quiet -e '.[dev,bench,search]' $(CONVERT_DEPS)
+	$(PIP) install --quiet -e '.[dev,bench,search,colour]' $(CONVERT_DEPS)
 	$(PIP) install --quiet --no-deps $(TFMOT)
 	@touch $@
 

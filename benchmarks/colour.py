@@ -67,6 +67,7 @@ def cost(model, frames: np.ndarray, rounds: int = 10) -> dict:
     """End-to-end ms per 640x480 frame with colour off and on, side by side: two classifiers on
     one thread take turns on every frame, so the shared machine's noise falls on both alike."""
     from shoplens import Classifier, ColourOptions
+    from shoplens.colour import colour_engine
 
     off = Classifier.create_from_model_path(model, num_threads=1)
     on = Classifier.create_from_model_path(model, num_threads=1, colour=ColourOptions(enabled=True))
@@ -91,6 +92,7 @@ def cost(model, frames: np.ndarray, rounds: int = 10) -> dict:
         "on_p50_ms": round(p_on, 4),
         "colour_p50_ms": round(float(np.median(colour_ms)), 4),
         "extra": round(p_on / p_off - 1, 4),
+        "engine": colour_engine(),  # numba (shoplens[colour]) or numpy; SHOPLENS_COLOUR_ENGINE=numpy
     }
 
 

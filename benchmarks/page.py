@@ -234,7 +234,8 @@ def colour_markdown(c: dict, peers: dict) -> list[str]:
             "",
             f"Cost end to end at 640x480, side by side ({k['frames']:,} frames each, two classifiers taking "
             f"turns): {k['off_p50_ms']} ms per frame without colour, {k['on_p50_ms']} ms with it "
-            f"({100 * k['extra']:+.1f} %; the colour step itself {k['colour_p50_ms']} ms p50).",
+            f"({100 * k['extra']:+.1f} %; the colour step itself {k['colour_p50_ms']} ms p50, on "
+            f"{k.get('engine', 'numpy')}).",
         ]
     sl, col = peers.get("shoplens", {}), peers.get("shoplens-colour", {})
     if "p50_ms" in sl and "p50_ms" in col:

@@ -58,6 +58,26 @@ def test_named_colours_on_the_labelled_set() -> None:
     assert warm_wb >= 0.85 and warm_wb_grey >= 0.8, (warm_wb, warm_wb_grey)  # ~30 gray items here
 
 
+def test_compiled_colour_step_gives_the_numpy_answers() -> None:
+    """The one-call numba step (``shoplens[colour]``, installed by ``make setup``) and the numpy
+    calls it replaces give the same colours, shares and means on real crops of every light."""
+    from shoplens import colour
+    from shoplens.contract import PreprocessContract
+    from shoplens.preprocess import Preprocessor
+
+    assert colour.colour_engine() == "numba"
+    pre = Preprocessor(PreprocessContract.from_range(96, 96, 0.0, 1.0, color_order="RGB"))
+    buf = np.empty(pre.out_shape, pre.out_dtype)
+    seen = set()
+    for light, seed in (("normal", 41), ("dim", 42), ("warm", 43)):
+        for s in colour_samples(100, light, seed=seed):
+            small = colour.shrink(pre.process(s.frame, buf).resized)
+            compiled = colour._colours(small, False, None)
+            assert compiled == colour._colours_numpy(colour._lab_cells(small, False, None)), (light, s.truth)
+            seen.update(c.name for c in compiled)
+    assert len(seen) >= 12, seen  # the comparison covered most of the palette
+
+
 def test_gray_and_low_saturation_are_never_a_hue() -> None:
     rng = np.random.default_rng(0)
     for _ in range(200):

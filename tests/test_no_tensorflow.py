@@ -13,7 +13,7 @@ import sys
 from conftest import ROOT
 
 HEAVY = ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "shoplens_convert")
-OPTIONAL_ENGINES = ("apache_beam", "usearch", "faiss")
+OPTIONAL_ENGINES = ("apache_beam", "usearch", "faiss", "numba", "llvmlite")
 
 
 def _modules_after(code: str) -> set[str]:

@@ -19,6 +19,10 @@ camera frame), shrunk to ``GRID`` x ``GRID`` cells:
    the textile trade uses (lightness at half weight). Each cluster reports its share of the product
    cells and its mean CIELAB colour; clusters under ``MIN_SHARE`` are dropped; dominant first.
 
+Steps 2 and 3 run as one compiled call when numba is installed (``shoplens[colour]``,
+:mod:`shoplens._colour_kernel`), else as numpy calls over all cells at once; the answers are the
+same (:func:`colour_engine` says which runs).
+
 Limits (docs/sdk.md): a single photo under coloured light is named as it looks (a white shirt
 under warm light reads beige); in a stream, ``white_balance="auto"`` removes the cast once it has
 seen ``WhiteBalance.MIN_FRAMES`` frames of varied scenes. A product the colour of its background
@@ -29,8 +33,10 @@ exposure matters.
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +52,7 @@ __all__ = [
     "ColourOptions",
     "ProductColour",
     "WhiteBalance",
+    "colour_engine",
     "colours_of",
     "name_lab",
     "prepare_colour_names",
@@ -183,8 +190,10 @@ def _table() -> np.ndarray:
 
 
 def prepare_colour_names() -> None:
-    """Build the naming table now (a task with colours on calls this when it is created)."""
+    """Build the naming table and load the colour step now (a task with colours on calls this when
+    it is created, so the first frame does not pay for it)."""
     _table()
+    colour_engine()
 
 
 def name_lab(lab: Sequence[float] | np.ndarray) -> str:
@@ -244,9 +253,33 @@ def colours_of(
     return _colours(small, rgb, white_balance.gains(small))
 
 
-def _colours(small: np.ndarray, rgb: bool, gains: np.ndarray | None) -> tuple[ProductColour, ...]:
-    # every step works on all 256 cells at once, in about 30 numpy and OpenCV calls: most of a
-    # frame's cost is call overhead, not arithmetic, so the steps share one matrix product
+def colour_engine() -> str:
+    """``"numba"`` when the colour step runs as one compiled call (``pip install 'shoplens[colour]'``),
+    else ``"numpy"`` (the same answers, about 4x the time in a camera loop). The environment
+    variable ``SHOPLENS_COLOUR_ENGINE=numpy`` chooses numpy although numba is installed."""
+    global _kernel, _engine
+    if _engine is None:
+        kernel = None
+        if os.environ.get("SHOPLENS_COLOUR_ENGINE", "").lower() != "numpy":
+            try:
+                from shoplens._colour_kernel import cluster_sums
+            except ImportError as e:  # numba absent, or one that does not fit this numpy
+                if (e.name or "").split(".")[0] not in ("numba", "llvmlite"):
+                    warnings.warn(f"product colour runs on numpy: numba is unusable here ({e})", stacklevel=2)
+            else:
+                cells = np.zeros((GRID * GRID, 3), np.uint8)  # compiles, or loads the cached machine code
+                cluster_sums(cells, _table(), _INNER, _CENTRE, _MIN_PRODUCT, _SHIFT, _SIDE, len(_NAMES))
+                kernel = cluster_sums
+        _kernel, _engine = kernel, ("numba" if kernel is not None else "numpy")
+    return _engine
+
+
+_kernel: Any = None
+_engine: str | None = None
+
+
+def _lab_cells(small: np.ndarray, rgb: bool, gains: np.ndarray | None) -> np.ndarray:
+    """Light (white balance, then exposure), then the cells' 8-bit CIELAB, one row per cell."""
     if gains is not None:
         small = cv2.multiply(small, (float(gains[0]), float(gains[1]), float(gains[2]), 0.0))  # saturates
     m = cv2.mean(small)
@@ -254,6 +287,40 @@ def _colours(small: np.ndarray, rgb: bool, gains: np.ndarray | None) -> tuple[Pr
     if mean < DIM_MEAN:
         small = cv2.convertScaleAbs(small, alpha=min(EXPOSED_MEAN / max(mean, 1e-3), MAX_EXPOSURE_GAIN))
     lab: np.ndarray = cv2.cvtColor(small, cv2.COLOR_RGB2LAB if rgb else cv2.COLOR_BGR2LAB).reshape(-1, 3)
+    return lab
+
+
+def _colours(small: np.ndarray, rgb: bool, gains: np.ndarray | None) -> tuple[ProductColour, ...]:
+    lab = _lab_cells(small, rgb, gains)
+    if _engine is None:
+        colour_engine()
+    if _kernel is None:
+        return _colours_numpy(lab)
+    sums, n_product = _kernel(lab, _table(), _INNER, _CENTRE, _MIN_PRODUCT, _SHIFT, _SIDE, len(_NAMES))
+    return _clusters(sums[:, 0].tolist(), int(n_product), lambda i: sums[i, 1:].tolist())
+
+
+def _clusters(
+    counts: Sequence[float], n_product: int, lab_sums: Callable[[int], list[float]]
+) -> tuple[ProductColour, ...]:
+    """The named clusters over ``MIN_SHARE`` of the product's cells, dominant first (``lab_sums``:
+    a name's sums of L8, a8 and b8 over its cells)."""
+    least = MIN_SHARE * n_product
+    out = []
+    for i, c in enumerate(counts):
+        if c and c >= least:
+            s_l, s_a, s_b = lab_sums(i)
+            out.append(
+                ProductColour(_NAMES[i], c / n_product, (s_l / c / 2.55, s_a / c - 128.0, s_b / c - 128.0))
+            )
+    if len(out) > 1:
+        out.sort(key=lambda c: -c.share)
+    return tuple(out)
+
+
+def _colours_numpy(lab: np.ndarray) -> tuple[ProductColour, ...]:
+    # the steps of _colour_kernel.cluster_sums on all 256 cells at once, in about 25 numpy calls:
+    # most of a frame's cost is call overhead, not arithmetic, so the steps share one matrix product
     f = np.empty((10, len(lab)), np.float32)
     f[0:3] = lab.T
     np.multiply(f[0:3], f[0:3], out=f[3:6])
@@ -285,17 +352,13 @@ def _colours(small: np.ndarray, rgb: bool, gains: np.ndarray | None) -> tuple[Pr
             product, n_product = product ^ blend, n_product - n_blend
     names = _table()[r[3].astype(np.intp)]
     counts = np.bincount(names[product], minlength=len(_NAMES)).tolist()
-    least = MIN_SHARE * n_product
-    out = []
-    for i, c in enumerate(counts):
-        if c and c >= least:
-            sel = product if c == n_product else product & (names == i)
-            s_l, s_a, s_b = (f[0:3] @ sel.astype(np.float32)).tolist()
-            lab_i = (s_l / c / 2.55, s_a / c - 128.0, s_b / c - 128.0)
-            out.append(ProductColour(_NAMES[i], c / n_product, lab_i))
-    if len(out) > 1:
-        out.sort(key=lambda c: -c.share)
-    return tuple(out)
+
+    def lab_sums(i: int) -> list[float]:
+        sel = product if counts[i] == n_product else product & (names == i)
+        sums: list[float] = (f[0:3] @ sel.astype(np.float32)).tolist()
+        return sums
+
+    return _clusters(counts, n_product, lab_sums)
 
 
 @dataclass(frozen=True)
