@@ -78,6 +78,21 @@ def test_compiled_colour_step_gives_the_numpy_answers() -> None:
     assert len(seen) >= 12, seen  # the comparison covered most of the palette
 
 
+def test_a_clipped_highlight_stays_white_after_white_balance() -> None:
+    """A white item under warm light whose red the camera clipped (BGR 200, 250, 255): the gains
+    that undo the cast scale the clipped red down with the rest, but it was at least as bright as
+    the cell's other channels, so it is raised to them and the item reads white, not teal."""
+    crop = np.full((96, 96, 3), (96, 120, 134), np.uint8)  # a mid-gray counter under the same light
+    crop[24:72, 24:72] = (200, 250, 255)
+    # B, G, R: what a kiosk stream's running estimate reached on the warm set (1.26, 0.99, 0.83);
+    # without the rule this highlight reads teal (L* 95, a* -11, b* -6)
+    gains = np.array([1.26, 0.99, 0.83], np.float32)
+    assert product_colours(crop, gains=gains)[0].name == "white"
+    unclipped = crop.copy()
+    unclipped[24:72, 24:72] = (160, 200, 224)  # the same light, darker: nothing clipped, untouched
+    assert product_colours(unclipped, gains=gains)[0].name in ACHROMATIC
+
+
 def test_gray_and_low_saturation_are_never_a_hue() -> None:
     rng = np.random.default_rng(0)
     for _ in range(200):

@@ -4,7 +4,9 @@ Measured on the crop the model saw, at model size (``FrameView.resized``: no sec
 camera frame), shrunk to ``GRID`` x ``GRID`` cells:
 
 1. **Light.** Optional white-balance gains (fixed for a calibrated camera, or a running gray-world
-   estimate over a stream's frames, :class:`WhiteBalance`), then exposure: a crop darker than
+   estimate over a stream's frames, :class:`WhiteBalance`; a channel the camera clipped, at least
+   ``CLIPPED`` in a cell, is raised to the cell's brightest channel after the gains, so a white
+   highlight stays white), then exposure: a crop darker than
    ``DIM_MEAN`` (mean of its sRGB values) is brightened to ``EXPOSED_MEAN`` (at most x2.5), as a
    camera's auto-exposure would have.
 2. **Product, not background.** The crop's outer ring (``RING`` cells) is taken as background:
@@ -88,6 +90,7 @@ ACHROMATIC_CHROMA = 12.0
 BLACK_BELOW_L = 30.0
 WHITE_ABOVE_L = 78.0
 MIN_SHARE = 0.10
+CLIPPED = 245  # a channel this bright in a cell was (partly) clipped by the camera
 BLEND_MIN_CHROMA = 20.0
 BLEND_COS = 0.94  # within 20 degrees of the background's hue
 BLEND_CHROMA_SHARE = 0.8
@@ -253,6 +256,10 @@ def colours_of(
     return _colours(small, rgb, white_balance.gains(small))
 
 
+_kernel: Any = None  # the compiled step (numba), once colour_engine has loaded it
+_engine: str | None = None
+
+
 def colour_engine() -> str:
     """``"numba"`` when the colour step runs as one compiled call (``pip install 'shoplens[colour]'``),
     else ``"numpy"`` (the same answers, about 4x the time in a camera loop). The environment
@@ -274,14 +281,17 @@ def colour_engine() -> str:
     return _engine
 
 
-_kernel: Any = None
-_engine: str | None = None
-
-
 def _lab_cells(small: np.ndarray, rgb: bool, gains: np.ndarray | None) -> np.ndarray:
     """Light (white balance, then exposure), then the cells' 8-bit CIELAB, one row per cell."""
     if gains is not None:
-        small = cv2.multiply(small, (float(gains[0]), float(gains[1]), float(gains[2]), 0.0))  # saturates
+        balanced = cv2.multiply(small, (float(gains[0]), float(gains[1]), float(gains[2]), 0.0))  # saturates
+        if small.max() >= CLIPPED:
+            # a channel the camera clipped was at least as bright as it reads: after the gains it is
+            # raised to the cell's brightest channel, so a white highlight under warm light stays
+            # white instead of turning cyan where red was clipped and then scaled down
+            clipped = small >= CLIPPED
+            balanced[clipped] = np.broadcast_to(balanced.max(axis=2, keepdims=True), balanced.shape)[clipped]
+        small = balanced
     m = cv2.mean(small)
     mean = (m[0] + m[1] + m[2]) / 765.0
     if mean < DIM_MEAN:
