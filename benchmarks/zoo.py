@@ -294,6 +294,22 @@ def _reusable(path: Path, mini: bool, eval_n: int, recipes: list[str]) -> dict[s
     return res if same else None
 
 
+def _assemble(
+    matrix: list[tuple[str, bool]], measured: dict[tuple[str, bool], dict[str, Any]], work: Path | None,
+    mini: bool, eval_n: int,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The results' models in matrix order: this run's, then (``--resume``) those measured earlier
+    the same way that this run did not touch, so a run of a few architectures keeps the rest."""
+    out = []
+    for name, tl in matrix:
+        m = measured.get((name, tl))
+        if m is None and work is not None:
+            m = _reusable(work / f"{name}{'_tl' if tl else ''}.json", mini, eval_n, list(RECIPES))
+        if m is not None:
+            out.append(m)
+    return out
+
+
 def _seed_cells(work: Path, mini: bool) -> int:
     """On a fresh checkout ``out/`` is empty: seed the per-model results ``--resume`` reads from the
     newest committed results JSON, so a resumed run measures only what that file lacks."""
@@ -344,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     args.cache = args.cache or str(DEFAULT_OUT / f"models{suffix}")
     names = args.arch or list(table)
     jobs = [(n, tl) for n in names for tl in ((False,) if args.no_transfer else (False, True))]
+    # with --resume the page is the whole matrix: the models this run leaves alone keep their cells
+    matrix = [(n, tl) for n in table for tl in (False, True)] if args.resume else jobs
+    measured: dict[tuple[str, bool], dict[str, Any]] = {}
     date = time.strftime("%Y-%m-%d")
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"zoo-{date}{'-mini' if args.mini else ''}.json")
     results: dict[str, Any] = {"date": date, "machine": f"{os.cpu_count()} cores", "models": []}
@@ -386,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
                     target.unlink()
                 proc = None  # a failed re-measure keeps the earlier cells
             if proc is not None and (proc.returncode != 0 or not res.is_file()):
-                results["models"].append(
+                measured[(name, tl)] = (
                     {
                         "model": name + (" (transfer)" if tl else ""),
                         "arch": name,
@@ -400,14 +419,17 @@ def main(argv: list[str] | None = None) -> int:
                     }
                 )
             else:
-                results["models"].append(json.loads(res.read_text()))
+                measured[(name, tl)] = json.loads(res.read_text())
+            kept_dir = work if args.resume else None
+            results["models"] = _assemble(matrix, measured, kept_dir, args.mini, args.eval_n)
             bar.advance(task)
             # written after every model, so a long run that stops early keeps what it measured
             results["seconds"] = round(  # the measuring time of every model, kept ones included
                 sum(m.get("train_seconds", 0) + sum(c.get("seconds", 0) for c in m["cells"])
                     for m in results["models"]), 1)  # fmt: skip
-            results["complete"] = len(results["models"]) == len(jobs)
-            rest = jobs[len(results["models"]) :]
+            have = {(m["arch"], bool(m.get("transfer"))) for m in results["models"]}
+            rest = [(n, t) for n, t in matrix if (n, t) not in have]
+            results["complete"] = not rest
             results["pending"] = [f"{n}{' (transfer)' if t else ''}" for n, t in rest]
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
