@@ -2,10 +2,11 @@
 
 Only :mod:`shoplens.colour` imports this module, and only when numba is installed; without it the
 same step runs as numpy calls, with the same answers (``tests/test_colour.py`` compares both on
-real crops). The numpy path costs about 30 calls per frame, and in a camera loop each call costs
+real crops). The numpy path costs about 25 calls per frame, and in a camera loop each call costs
 2-10 us cold, so there the call overhead is the cost; here it is one call. Compiled once per
-machine (about 2 s, cached beside this file or in the user's cache directory), loaded in well
-under a second afterwards, when a task with colours is created.
+machine (about 2 s, cached beside this file or in the user's cache directory) and loaded from
+that cache afterwards, when a task with colours is created (about 1 s with numba's import and the
+naming table).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def cluster_sums(
     """Per palette name: (cells, sum L8, sum a8, sum b8) over the product's cells, and their count.
 
     ``lab``: the cells' 8-bit CIELAB (n x 3 uint8); ``table``: the naming table; ``inner`` and
-    ``centre``: cell masks (the ring is every cell not inner). The steps of ``colour._colours``.
+    ``centre``: cell masks (the ring is every cell not inner). The steps of ``colour._colours_numpy``.
     """
     n = lab.shape[0]
     s_l = s_a = s_b = q_l = q_a = q_b = 0.0
