@@ -363,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     # with --resume the page is the whole matrix: the models this run leaves alone keep their cells
     matrix = [(n, tl) for n in table for tl in (False, True)] if args.resume else jobs
     measured: dict[tuple[str, bool], dict[str, Any]] = {}
+    kept_dir = DEFAULT_OUT / f"cells{suffix}" if args.resume else None
     date = time.strftime("%Y-%m-%d")
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"zoo-{date}{'-mini' if args.mini else ''}.json")
     results: dict[str, Any] = {"date": date, "machine": f"{os.cpu_count()} cores", "models": []}
@@ -420,7 +421,6 @@ def main(argv: list[str] | None = None) -> int:
                 )
             else:
                 measured[(name, tl)] = json.loads(res.read_text())
-            kept_dir = work if args.resume else None
             results["models"] = _assemble(matrix, measured, kept_dir, args.mini, args.eval_n)
             bar.advance(task)
             # written after every model, so a long run that stops early keeps what it measured

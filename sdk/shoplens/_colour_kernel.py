@@ -28,13 +28,14 @@ _BG2 = BACKGROUND_DELTA_E**2
 
 @njit(cache=True, nogil=True)
 def cluster_sums(
-    lab: np.ndarray, table: np.ndarray, inner: np.ndarray, centre: np.ndarray, min_product: float,
-    shift: int, side: int, n_names: int,
+    table: np.ndarray, inner: np.ndarray, centre: np.ndarray, min_product: float, shift: int, side: int,
+    n_names: int, lab: np.ndarray,
 ) -> tuple[np.ndarray, int]:  # fmt: skip
     """Per palette name: (cells, sum L8, sum a8, sum b8) over the product's cells, and their count.
 
-    ``lab``: the cells' 8-bit CIELAB (n x 3 uint8); ``table``: the naming table; ``inner`` and
-    ``centre``: cell masks (the ring is every cell not inner). The steps of ``colour._colours_numpy``.
+    ``lab``: the cells' 8-bit CIELAB (n x 3 uint8), last so that the fixed arguments can be bound
+    once; ``table``: the naming table; ``inner`` and ``centre``: cell masks (the ring is every cell
+    not inner). The steps of ``colour._colours_numpy``.
     """
     n = lab.shape[0]
     s_l = s_a = s_b = q_l = q_a = q_b = 0.0

@@ -61,7 +61,6 @@ class Classifier(BaseVisionTask):
         if meta and meta.get("output") in ("logits", "probabilities"):
             self.outputs_logits = meta["output"] == "logits"
         self._allowed = self._category_mask()
-        self._min_score = self.options.open_set.min_score
         self._ema: np.ndarray | None = None
         self._shown: int | None = None
         # LIVE_STREAM worker state
@@ -152,7 +151,7 @@ class Classifier(BaseVisionTask):
                 scores, shown = self._smooth(scores, ts)
             cats = self._top(scores, shown)
             is_product = None
-            if self._min_score is not None:  # the shown answer's score (smoothed in a stream)
+            if self.options.open_set.min_score is not None:  # the shown answer's score (smoothed in a stream)
                 is_product = bool(cats) and self.options.open_set.judge(score=cats[0].score) is True
             post_ms = (time.perf_counter() - t2) * 1e3
             timing = Timing(raw.preprocess_ms, raw.invoke_ms, post_ms, raw.colour_ms)

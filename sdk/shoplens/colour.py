@@ -35,6 +35,7 @@ exposure matters.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import warnings
@@ -273,10 +274,11 @@ def colour_engine() -> str:
             except ImportError as e:  # numba absent, or one that does not fit this numpy
                 if (e.name or "").split(".")[0] not in ("numba", "llvmlite"):
                     warnings.warn(f"product colour runs on numpy: numba is unusable here ({e})", stacklevel=2)
-            else:
-                cells = np.zeros((GRID * GRID, 3), np.uint8)  # compiles, or loads the cached machine code
-                cluster_sums(cells, _table(), _INNER, _CENTRE, _MIN_PRODUCT, _SHIFT, _SIDE, len(_NAMES))
-                kernel = cluster_sums
+            else:  # the fixed arguments bound once; a frame passes only its cells
+                kernel = functools.partial(
+                    cluster_sums, _table(), _INNER, _CENTRE, _MIN_PRODUCT, _SHIFT, _SIDE, len(_NAMES)
+                )
+                kernel(np.zeros((GRID * GRID, 3), np.uint8))  # compiles, or loads the cached machine code
         _kernel, _engine = kernel, ("numba" if kernel is not None else "numpy")
     return _engine
 
@@ -306,7 +308,7 @@ def _colours(small: np.ndarray, rgb: bool, gains: np.ndarray | None) -> tuple[Pr
         colour_engine()
     if _kernel is None:
         return _colours_numpy(lab)
-    sums, n_product = _kernel(lab, _table(), _INNER, _CENTRE, _MIN_PRODUCT, _SHIFT, _SIDE, len(_NAMES))
+    sums, n_product = _kernel(lab)
     return _clusters(sums[:, 0].tolist(), int(n_product), lambda i: sums[i, 1:].tolist())
 
 
