@@ -207,6 +207,7 @@ def run_cell(
         bridge_max_difference=(r.get("bridge") or {}).get("max_output_difference"),
         input_preprocessing=(r.get("input_preprocessing") or {}).get("handling"),
         qat_fallback_layers=len((r.get("qat") or {}).get("fallback_configs") or {}),
+        qat_targets=(r.get("qat") or {}).get("targets"),
         prunable_share=(r.get("prune") or {}).get("prunable_weight_share"),
         batchnorm_recalibrated=(r.get("prune") or {}).get("batchnorm_recalibrated"),
     )

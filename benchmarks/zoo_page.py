@@ -25,16 +25,24 @@ def _cell_text(c: dict[str, Any]) -> str:
             1, f"TPU {100 * c['edgetpu_ops_share']:.0f} % ops / {100 * c['edgetpu_macs_share']:.0f} % MACs"
         )
     mark = "" if meets_bound(c) else " ⚠"
-    if _stale_batchnorm(c):
-        mark += " †"
-    return ", ".join(parts) + mark
+    return ", ".join(parts) + mark + "".join(f" {sign}" for sign in _stale(c))
 
 
-def _stale_batchnorm(c: dict[str, Any]) -> bool:
-    """A pruning cell measured before the converter re-measured BatchNorm statistics after pruning."""
-    return c["recipe"] in ("prune-int8", "pqat-int8") and bool(c.get("converts")) and (
-        "batchnorm_recalibrated" not in c
-    )
+# cells measured by an earlier converter: (mark, recipes, the key the newer converter's cells carry, why)
+_STALE = (
+    ("†", ("prune-int8", "pqat-int8"), "batchnorm_recalibrated",
+     "did not re-measure BatchNorm statistics after pruning (their moving averages then still describe "
+     "the dense model; pruned models answered far from their source)", "--redo prune-int8 --redo pqat-int8"),
+    ("‡", ("qat-int8", "pqat-int8"), "qat_targets",
+     "started QAT's activation ranges at TFMOT's [-6, 6] and trained QAT on the labels",
+     "--redo qat-int8 --redo pqat-int8"),
+)  # fmt: skip
+
+
+def _stale(c: dict[str, Any]) -> list[str]:
+    """The marks of the earlier converters that measured this cell."""
+    return [sign for sign, recipes, key, _why, _redo in _STALE
+            if c["recipe"] in recipes and c.get("converts") and key not in c]  # fmt: skip
 
 
 def render_page(results: dict[str, Any]) -> str:
@@ -66,20 +74,23 @@ def render_page(results: dict[str, Any]) -> str:
         "delta| against the "
         "Keras source on 500 test images, invoke p50 at 1 thread.",
         "",
+        "QAT here runs as `shoplens convert` runs it by default: its activation ranges start at the "
+        "ranges measured on 512 training images, and it learns the float model's own scores "
+        "(`--qat-targets source`, distillation), not the labels. The sources are briefly trained "
+        "(top-1 66-82 %), so QAT on the labels goes on training them: the converted model is then "
+        "often more accurate than its source and agrees with it less (figures in "
+        "[converter.md](converter.md#qat-learns-the-source-by-default)).",
+        "",
         "Each cell: bytes as a share of float32, top-1 agreement with the Keras source, mean |score "
         "delta|, invoke ms (1 thread), convert seconds; for `edgetpu` the share of ops and MACs the "
         "pre-flight maps to the Edge TPU. ⚠ marks a cell outside its bound.",
         "",
         *(
-            [
-                "† measured by an earlier converter that did not re-measure BatchNorm statistics after "
-                "pruning (their moving averages then still describe the dense model; pruned models "
-                "answered far from their source). `make zoo ZOO_ARGS='--redo prune-int8 --redo "
-                "pqat-int8'` measures these cells again.",
-                "",
-            ]
-            if any(_stale_batchnorm(c) for m in rows for c in m["cells"])
-            else []
+            line
+            for sign, _recipes, _key, why, redo in _STALE
+            if any(sign in _stale(c) for m in rows for c in m["cells"])
+            for line in (f"{sign} measured by an earlier converter that {why}. `make zoo ZOO_ARGS='{redo}'` "
+                         "measures these cells again.", "")
         ),
         "| recipe | float16 | dynamic | int8 | int8 per-tensor | qat-int8 | prune 50 % + int8 | "
         "pqat-int8 | auto | edgetpu |",

@@ -102,6 +102,30 @@ def test_recalibrated_batchnorm_holds_the_mean_of_what_it_sees() -> None:
     assert bn.momentum == 0.99  # restored
 
 
+def test_qat_ranges_start_at_what_the_model_sees_not_at_tfmot_s_six() -> None:
+    """TFMOT starts every moving-average range at [-6, 6] and moves it 0.1 % a step; activations
+    of a few hundred (a model fed BGR-minus-mean pixels) were clipped through a short QAT run."""
+    import tf_keras as tfk
+
+    from shoplens_convert._tf import tfmot
+    from shoplens_convert.qat import calibrate_ranges
+
+    x = np.random.default_rng(0).uniform(-150, 150, (256, 8, 8, 3)).astype(np.float32)
+    inp = tfk.Input((8, 8, 3))
+    conv = tfk.layers.Conv2D(4, 3, activation="relu")
+    model = tfk.Model(inp, tfk.layers.Dense(10)(tfk.layers.Flatten()(conv(inp))))
+    qat = tfmot().quantization.keras.quantize_model(model)
+    ranges = {v.name.split("/")[-1][:-2]: v for v in qat.get_layer(f"quant_{conv.name}").weights}
+    assert float(ranges["post_activation_max"].numpy()) == 6.0  # TFMOT's start
+    assert calibrate_ranges(qat, x, images=256, batch_size=64) == 4
+    seen = tfk.Model(inp, conv.output).predict(x, verbose=0).reshape(4, -1).max(1)  # per batch of 64
+    calibrated = float(ranges["post_activation_max"].numpy())
+    np.testing.assert_allclose(calibrated, seen.mean(), rtol=0.05)  # the QAT model's inputs are int8
+    assert calibrated > 100
+    qat(x[:64], training=True)  # afterwards TFMOT's own decay (0.999) again: the range barely moves
+    np.testing.assert_allclose(float(ranges["post_activation_max"].numpy()), calibrated, rtol=0.01)
+
+
 def test_pqat_preserves_sparsity_qat_does_not(block_model) -> None:
     src = load_keras_model(block_model).model
     _c, (x, y) = _data(block_model, 1000)

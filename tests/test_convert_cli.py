@@ -207,6 +207,8 @@ def _not_classifier(tmp_path: Path) -> Path:
         ("out_is_input", 2, "would overwrite the input"),
         ("pqat_without_prune", 2, "add --prune"),
         ("edgetpu_float", 2, "full-integer recipe"),
+        ("qat_targets", 2, "'teacher' is not one of 'source', 'labels'"),
+        ("target", 2, "'tpu' is not one of 'cpu', 'edgetpu'"),
     ],
 )
 def test_bad_input(case: str, code: int, needle: str, tiny_rgb, tmp_path: Path) -> None:
@@ -252,6 +254,8 @@ def test_bad_input(case: str, code: int, needle: str, tiny_rgb, tmp_path: Path) 
         extra += ["--recipe", "pqat-int8", "--train-data", "fashion-mnist:train:100"]
     elif case == "edgetpu_float":
         extra += ["--recipe", "float16", "--target", "edgetpu"]
+    elif case in ("qat_targets", "target"):
+        extra += {"qat_targets": ["--qat-targets", "teacher"], "target": ["--target", "tpu"]}[case]
     before = {p: p.read_bytes() for p in src.parent.iterdir() if p.is_file()}
     proc = run_cli("convert", model, "--out", str(out), *extra)
     one_line_error(proc, code, needle)

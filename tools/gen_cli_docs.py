@@ -38,7 +38,7 @@ def _param_row(p: Any) -> str:
         default = (
             ""
             if p.is_flag or p.default in (None, ()) or callable(p.default)
-            else f" (default: `{p.default}`)"
+            else f" (default: `{getattr(p.default, 'value', p.default)}`)"  # an Enum choice: its value
         )
         req = " **required**" if p.required else ""
         return f"| {names} | {kind} | {(p.help or '').strip()}{default}{req} |"

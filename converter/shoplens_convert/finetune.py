@@ -99,10 +99,17 @@ def fine_tune(
     what: str = "fine-tuning",
     show_progress: bool = False,
 ) -> FineTuneResult:
-    """Train ``model`` (tf-keras) on preprocessed (x, y); ``output`` is 'probabilities' or 'logits'."""
+    """Train ``model`` (tf-keras) on preprocessed (x, y); ``output`` is 'probabilities' or 'logits'.
+
+    ``y`` holds class indices (shape (n,)), or scores to imitate (shape (n, classes), each row a
+    probability distribution: a teacher's softmax), which selects the categorical cross-entropy.
+    """
     tfk = tf_keras()
-    loss = tfk.losses.SparseCategoricalCrossentropy(from_logits=output == "logits")
-    model.compile(optimizer=tfk.optimizers.Adam(options.learning_rate), loss=loss, metrics=["accuracy"])
+    soft = np.ndim(y) == 2
+    kind = tfk.losses.CategoricalCrossentropy if soft else tfk.losses.SparseCategoricalCrossentropy
+    loss = kind(from_logits=output == "logits")
+    metric = "categorical_accuracy" if soft else "accuracy"
+    model.compile(optimizer=tfk.optimizers.Adam(options.learning_rate), loss=loss, metrics=[metric])
     steps = options.steps(len(x))
     bar = progress(show_progress, what, steps)
 
@@ -131,5 +138,5 @@ def fine_tune(
         len(x),
         round(time.perf_counter() - t0, 1),
         float(h["loss"][-1]),
-        float(h.get("accuracy", [float("nan")])[-1]),
+        float(h.get(metric, [float("nan")])[-1]),
     )

@@ -38,6 +38,7 @@ class ConvertOptions:
     prune_epochs: int = 2
     prune_freeze_batchnorm: bool = False
     qat_epochs: int | None = None  # None: the recipe's own
+    qat_targets: str = "source"  # QAT learns the float model's scores (distillation) or "labels"
     learning_rate: float | None = None
     calib_data: str | None = None
     calib_count: int = 300
@@ -92,6 +93,8 @@ class ConvertOptions:
             raise UsageError(f"--prune-epochs must be in 1..1000, got {self.prune_epochs}")
         if self.qat_epochs is not None and not 1 <= self.qat_epochs <= 1000:
             raise UsageError(f"--qat-epochs must be in 1..1000, got {self.qat_epochs}")
+        if self.qat_targets not in ("source", "labels"):
+            raise UsageError(f"--qat-targets must be source or labels, got {self.qat_targets!r}")
         if self.target == "edgetpu" and self.io_type != "uint8":
             raise UsageError("--target edgetpu uses uint8 input and output; drop --io-type int8")
         if self.bake_bgr and not self.bake_preprocessing:

@@ -289,10 +289,10 @@ def quantize_stage(
                              learning_rate=o.learning_rate or ft.learning_rate)  # fmt: skip
         qr = quantization_aware_train(
             model, work.train[0], work.train[1], ft, output=output_kind,
-            preserve_sparsity=recipe.preserve_sparsity, show_progress=o.show_progress,
+            preserve_sparsity=recipe.preserve_sparsity, targets=o.qat_targets, show_progress=o.show_progress,
         )  # fmt: skip
-        parts["qat"] = {"preserve_sparsity": qr.preserve_sparsity, "fine_tune": vars(qr.training),
-                        "fallback_configs": qr.fallback}  # fmt: skip
+        parts["qat"] = {"preserve_sparsity": qr.preserve_sparsity, "targets": qr.targets,
+                        "fine_tune": vars(qr.training), "fallback_configs": qr.fallback}  # fmt: skip
         model = qr.model
     raw = quantize(model, recipe.quantization, calibration=work.calibration, io_type=o.io_type,
                    per_tensor=o.per_tensor, static_batch=static, show_progress=o.show_progress)  # fmt: skip

@@ -24,12 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from shoplens.errors import ConversionError
+from shoplens.errors import ConversionError, UsageError
 from shoplens_convert._tf import tf_keras, tfmot
 from shoplens_convert.bridge import custom_layers
 from shoplens_convert.finetune import FineTuneOptions, FineTuneResult, fine_tune, freeze_batchnorm
 
-__all__ = ["QatResult", "fallback_configs", "quantization_aware_train"]
+__all__ = ["QAT_TARGETS", "QatResult", "calibrate_ranges", "fallback_configs", "quantization_aware_train",
+           "teacher_scores"]
 
 # layers whose output is their input (at inference): no fake-quant needed
 _PASS_THROUGH = ("Identity", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
@@ -41,6 +42,7 @@ _TRANSFORMED = ("SeparableConv1D", "SeparableConv2D")
 _FOLDS_BN = ("Conv2D", "DepthwiseConv2D", "Dense")
 
 _CONFIGS: dict[str, type] = {}
+QAT_TARGETS = ("source", "labels")
 
 
 @dataclass
@@ -48,6 +50,7 @@ class QatResult:
     model: Any  # tf-keras model with fake-quant wrappers, ready for TFLiteConverter
     training: FineTuneResult
     preserve_sparsity: bool
+    targets: str  # "source": distilled from the float model; "labels": trained on the labels
     fallback: dict[str, str] = field(default_factory=dict)  # layer -> the config it got, and why
 
 
@@ -99,6 +102,53 @@ def _follows_fold(layer: Any) -> bool:
     return len(inbound) == 1 and type(inbound[0]).__name__ in _FOLDS_BN
 
 
+def teacher_scores(model: Any, x: np.ndarray, *, output: str, batch_size: int = 256) -> np.ndarray:
+    """The float model's class probabilities on ``x``: the targets QAT learns by default.
+
+    Trained on the labels, a short QAT run goes on training the model, and the int8 model answers
+    differently from the one handed over, often more accurately on a briefly trained source, never
+    more faithfully; the release gate measures faithfulness (agreement with the source). Learning
+    the source's own scores (distillation, temperature 1) asks QAT only to undo int8's rounding.
+    """
+    scores = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
+    if output == "logits":
+        scores = np.exp(scores - scores.max(axis=1, keepdims=True))
+        scores /= scores.sum(axis=1, keepdims=True)
+    return scores
+
+
+def calibrate_ranges(qat_model: Any, x: np.ndarray, *, images: int = 512, batch_size: int = 64) -> int:
+    """Start every moving-average fake-quant range at the mean range of ``images`` real inputs.
+
+    TFMOT starts those ranges at [-6, 6] and moves them 0.1 % a training step (EMA decay 0.999),
+    so a short QAT run trains, and converts, with activations clipped to about [-6, 6]: fatal
+    where activations are large (ResNet50 on BGR-minus-mean pixels: top-1 agreement with the
+    source 0.50 after one epoch). Like :func:`~shoplens_convert.finetune.recalibrate_batchnorm`,
+    one forward pass per batch in training mode with decay k/(k+1) at batch k makes each range
+    the average of its batch ranges; no weight is trained (BatchNorm is frozen for QAT). The
+    decay is fixed inside TFMOT's quantizer, so it is set for these passes only, by wrapping the
+    function the quantizer calls. Returns how many batches were seen.
+    """
+    from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
+
+    original = quant_ops.MovingAvgQuantize
+    decay = [0.0]
+
+    def calibrating(*args: Any, **kwargs: Any) -> Any:
+        return original(*args, **{**kwargs, "ema_decay": decay[0]})
+
+    batches = 0
+    quant_ops.MovingAvgQuantize = calibrating
+    try:
+        for k, start in enumerate(range(0, min(images, len(x)), batch_size)):
+            decay[0] = k / (k + 1)
+            qat_model(x[start : start + batch_size], training=True)
+            batches += 1
+    finally:
+        quant_ops.MovingAvgQuantize = original
+    return batches
+
+
 def _annotate(model: Any, registries: list[Any]) -> tuple[Any, dict[str, str]]:
     """``quantize_annotate_model``, with an explicit config for every layer a registry lacks.
 
@@ -140,6 +190,7 @@ def quantization_aware_train(
     *,
     output: str,
     preserve_sparsity: bool = False,
+    targets: str = "source",
     show_progress: bool = False,
 ) -> QatResult:
     """Wrap ``model`` (tf-keras) for QAT (or PQAT) and fine-tune it on preprocessed (x, y).
@@ -150,6 +201,9 @@ def quantization_aware_train(
       options: epochs, batch size and learning rate of the fine-tune.
       output: ``"probabilities"`` or ``"logits"`` (picks the loss).
       preserve_sparsity: PQAT: keep the zeros of a pruned model.
+      targets: ``"source"`` (default): learn the float model's own scores on ``x``
+        (distillation), so the int8 model keeps answering as the model handed over;
+        ``"labels"``: learn ``y``, which also goes on training the model (the usual QAT).
 
     Returns:
       A :class:`QatResult` whose ``fallback`` lists the layers given a fallback config.
@@ -157,6 +211,9 @@ def quantization_aware_train(
     Raises:
       ConversionError: TFMOT still cannot wrap the model (the message is TFMOT's first line).
     """
+    if targets not in QAT_TARGETS:
+        raise UsageError(f"QAT targets must be one of {', '.join(QAT_TARGETS)}, got {targets!r}")
+    teach = teacher_scores(model, x, output=output) if targets == "source" else y
     mot = tfmot()
     freeze_batchnorm(model)
     q = mot.quantization.keras
@@ -173,13 +230,14 @@ def quantization_aware_train(
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConversionError(f"QAT: TFMOT cannot quantize this model: {first[:300]}") from None
+    calibrate_ranges(qat_model, x)
     result = fine_tune(
         qat_model,
         x,
-        y,
+        teach,
         options,
         output=output,
         what="prune-preserving QAT" if preserve_sparsity else "QAT",
         show_progress=show_progress,
     )
-    return QatResult(qat_model, result, preserve_sparsity, fallback)
+    return QatResult(qat_model, result, preserve_sparsity, targets, fallback)

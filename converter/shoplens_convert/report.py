@@ -277,7 +277,10 @@ def render_markdown(r: dict[str, Any]) -> str:
             lines.append(f"| {', '.join(g['layers'])} | {width} | {g['why']} |")
     if r.get("qat"):
         q = r["qat"]["fine_tune"]
-        lines.append(f"\n## QAT\n- {q['epochs']} epochs on {q['images']} images, {q['seconds']} s")
+        learnt = {"source": "the float model's scores (distillation)", "labels": "the labels"}
+        what = learnt.get(r["qat"].get("targets", "labels"), "the labels")
+        lines.append(f"\n## QAT\n- {q['epochs']} epochs on {q['images']} images, {q['seconds']} s, "
+                     f"learning {what}")
     io_ = r["tflite"]
     lines += ["", "## Tensors"]
     for kind in ("inputs", "outputs"):

@@ -19,6 +19,7 @@ __all__ = [
     "JsonFlag",
     "ModelPath",
     "OverwriteFlag",
+    "QatTargets",
     "QuietFlag",
     "Target",
     "err_console",
@@ -36,6 +37,11 @@ DATA_HELP = (
 class Target(str, Enum):
     cpu = "cpu"
     edgetpu = "edgetpu"
+
+
+class QatTargets(str, Enum):
+    source = "source"
+    labels = "labels"
 
 
 class IoType(str, Enum):

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from shoplens.cli._common import err_console, out_console, print_json, show_progress
+from shoplens.cli._common import (
+    IoType,
+    QatTargets,
+    Target,
+    err_console,
+    out_console,
+    print_json,
+    show_progress,
+)
 
 app = typer.Typer()
 
@@ -67,6 +75,14 @@ def convert_command(
     qat_epochs: Annotated[
         int | None, typer.Option("--qat-epochs", help="QAT epochs (default: the recipe's).")
     ] = None,
+    qat_targets: Annotated[
+        QatTargets,
+        typer.Option(
+            "--qat-targets",
+            help="What QAT learns: 'source', the float model's own scores (it keeps answering as the "
+            "model handed over), or 'labels' from --train-data (it goes on training).",
+        ),
+    ] = QatTargets.source,
     learning_rate: Annotated[
         float | None, typer.Option("--learning-rate", help="Fine-tuning learning rate.")
     ] = None,
@@ -82,14 +98,16 @@ def convert_command(
         float | None,
         typer.Option("--max-drop", help="Fail (exit 1, no model) if top-1 drops more than this, in points."),
     ] = None,
-    target: Annotated[str, typer.Option("--target", help="cpu or edgetpu (full-integer only).")] = "cpu",
+    target: Annotated[
+        Target, typer.Option("--target", help="cpu or edgetpu (full-integer only).")
+    ] = Target.cpu,
     embedding: Annotated[
         str | None,
         typer.Option("--embedding", help="Also write embedding.tflite from LAYER ('auto': the pooling)."),
     ] = None,
     io_type: Annotated[
-        str, typer.Option("--io-type", help="int8 model input/output type: uint8 or int8.")
-    ] = "uint8",
+        IoType, typer.Option("--io-type", help="int8 model input/output type: uint8 or int8.")
+    ] = IoType.uint8,
     per_tensor: Annotated[
         bool, typer.Option("--per-tensor", help="Per-tensor instead of per-channel weights.")
     ] = False,
@@ -132,8 +150,9 @@ def convert_command(
         recipe=recipe, labels=labels, contract=contract, prune=prune, prune_channels=prune_channels,
         latency_budget=latency_budget, train_data=train_data,
         prune_epochs=prune_epochs, prune_freeze_batchnorm=prune_freeze_bn, qat_epochs=qat_epochs,
-        learning_rate=learning_rate, calib_data=calib_data,
-        calib_count=calib_count, eval_data=eval_data, max_drop=max_drop, target=target, io_type=io_type,
+        qat_targets=qat_targets.value, learning_rate=learning_rate, calib_data=calib_data,
+        calib_count=calib_count, eval_data=eval_data, max_drop=max_drop, target=target.value,
+        io_type=io_type.value,
         embedding=embedding, per_tensor=per_tensor, bake_preprocessing=bake_preprocessing, bake_bgr=bake_bgr,
         allow_double_normalization=allow_double_normalization,
         unsafe_load=unsafe_load, name=name, version=version, show_progress=show_progress(json_out, quiet),
