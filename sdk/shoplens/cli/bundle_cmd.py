@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from shoplens.cli._common import out_console, print_json
+from shoplens.cli._common import JsonFlag, OverwriteFlag, out_console, print_json
 
 app = typer.Typer()
 
@@ -18,11 +18,11 @@ def bundle_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Bundle directory to write.")],
     frames: Annotated[int, typer.Option("--frames", min=1, max=1000, help="Golden frames.")] = 16,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the kiosk frame generator.")] = 2026,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle.")] = False,
+    overwrite: OverwriteFlag = False,
     sign_key: Annotated[
         Path | None, typer.Option("--sign-key", help="Ed25519 private key (PEM): write manifest.sig.")
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Write golden frames with the input tensors and scores computed here, for on-device checks.
 

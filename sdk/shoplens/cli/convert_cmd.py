@@ -8,8 +8,12 @@ from typing import Annotated
 import typer
 
 from shoplens.cli._common import (
+    DATA_HELP,
     IoType,
+    JsonFlag,
+    OverwriteFlag,
     QatTargets,
+    QuietFlag,
     Target,
     err_console,
     out_console,
@@ -18,10 +22,6 @@ from shoplens.cli._common import (
 )
 
 app = typer.Typer()
-
-_DATA_HELP = (
-    "Data spec: fashion-mnist:train|test[:N], a class-per-folder directory, or kiosk:DIR[:good|bad|all]."
-)
 
 
 @app.command("convert")
@@ -64,7 +64,7 @@ def convert_command(
         ),
     ] = None,
     train_data: Annotated[
-        str | None, typer.Option("--train-data", help=f"Fine-tuning data. {_DATA_HELP}")
+        str | None, typer.Option("--train-data", help=f"Fine-tuning data. {DATA_HELP}")
     ] = None,
     prune_epochs: Annotated[
         int, typer.Option("--prune-epochs", help="Fine-tuning epochs while pruning (weights or channels).")
@@ -88,11 +88,11 @@ def convert_command(
     ] = None,
     calib_data: Annotated[
         str | None,
-        typer.Option("--calib-data", help=f"int8 calibration data (default: --train-data). {_DATA_HELP}"),
+        typer.Option("--calib-data", help=f"int8 calibration data (default: --train-data). {DATA_HELP}"),
     ] = None,
     calib_count: Annotated[int, typer.Option("--calib-count", help="Calibration images.")] = 300,
     eval_data: Annotated[
-        str | None, typer.Option("--eval-data", help=f"Accuracy-guard data. {_DATA_HELP}")
+        str | None, typer.Option("--eval-data", help=f"Accuracy-guard data. {DATA_HELP}")
     ] = None,
     max_drop: Annotated[
         float | None,
@@ -134,11 +134,9 @@ def convert_command(
     bundle: Annotated[
         bool, typer.Option("--bundle", help="Also write OUT/bundle: golden frames, expected tensors, scores.")
     ] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace existing outputs in --out.")
-    ] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
+    overwrite: OverwriteFlag = False,
+    json_out: JsonFlag = False,
+    quiet: QuietFlag = False,
 ) -> None:
     """Convert a Keras classifier into a self-describing TFLite model, under an accuracy guard.
 

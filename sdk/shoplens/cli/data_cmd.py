@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from shoplens.cli._common import out_console, print_json, show_progress
+from shoplens.cli._common import JsonFlag, OverwriteFlag, out_console, print_json, show_progress
 
 app = typer.Typer(help="Inspect datasets and generate kiosk camera frames.", no_args_is_help=True)
 
@@ -16,7 +16,7 @@ app = typer.Typer(help="Inspect datasets and generate kiosk camera frames.", no_
 @app.command("info")
 def info(
     spec: Annotated[str, typer.Argument(help="Data spec (see 'shoplens data --help').")],
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Count the images and classes a data spec names (data specs: docs/data.md).
 
@@ -67,8 +67,8 @@ def kiosk(
     segment: Annotated[int, typer.Option("--segment", min=1, help="Video frames per product.")] = 30,
     width: Annotated[int, typer.Option("--width", min=16, help="Frame width.")] = 640,
     height: Annotated[int, typer.Option("--height", min=16, help="Frame height.")] = 480,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace frames already in --out.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+    overwrite: OverwriteFlag = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Render reproducible 640x480 BGR kiosk frames (or a video) with a ground-truth CSV.
 
@@ -119,11 +119,11 @@ def catalog(
     count: Annotated[int, typer.Option("--count", min=1, help="Products to write.")] = 1000,
     split: Annotated[str, typer.Option("--split", help="Fashion-MNIST split: train or test.")] = "train",
     seed: Annotated[int, typer.Option("--seed", help="Seed for ids, brands and prices.")] = 11,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing catalog.")] = False,
+    overwrite: OverwriteFlag = False,
     colours: Annotated[
         bool, typer.Option("--colours", help="Paint the products in palette colours (a colour column too).")
     ] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Generate a demo product catalog (images + products.csv) from Fashion-MNIST.
 

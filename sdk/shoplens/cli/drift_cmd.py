@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from shoplens.cli._common import out_console, print_json, show_progress
+from shoplens.cli._common import JsonFlag, OverwriteFlag, out_console, print_json, show_progress
 from shoplens.drift.report import gate_limits, label_name
 from shoplens.errors import DriftGateFailed
 
@@ -133,10 +133,8 @@ def drift_command(
     allow_collapse: Annotated[
         bool, typer.Option("--allow-collapse", help="Do not fail the gate on a near-constant candidate.")
     ] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace existing --html/--save files.")
-    ] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    overwrite: OverwriteFlag = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Compare a candidate with its reference on the same images; gate on the drop and agreement.
 

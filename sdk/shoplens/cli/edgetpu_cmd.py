@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from shoplens.cli._common import out_console, print_json
+from shoplens.cli._common import JsonFlag, out_console, print_json
 
 app = typer.Typer(help="Edge TPU: pre-flight mapping report and compilation.", no_args_is_help=True)
 
@@ -51,7 +51,7 @@ def check_command(
     verbose: Annotated[
         bool, typer.Option("--all", help="List every op (default: the ones that matter).")
     ] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Predict, op by op in execution order, what the Edge TPU compiler maps and why not.
 
@@ -79,7 +79,7 @@ def compile_command(
     timeout: Annotated[
         float, typer.Option("--timeout", min=1, help="Seconds before the compiler is stopped.")
     ] = 180,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Pre-flight, then run edgetpu_compiler (when installed) and parse its report.
 

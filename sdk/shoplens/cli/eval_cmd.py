@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from shoplens.cli._common import out_console, print_json, show_progress
+from shoplens.cli._common import JsonFlag, OverwriteFlag, out_console, print_json, show_progress
 
 app = typer.Typer()
 
@@ -33,8 +33,8 @@ def eval_command(
         bool, typer.Option("--unsafe-load", help="Allow Lambda layers (runs code from the file).")
     ] = False,
     save: Annotated[Path | None, typer.Option("--save", help="Also write the result as JSON here.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --save file.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    overwrite: OverwriteFlag = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Evaluate a model's top-1/top-5 accuracy on a data spec, through the SDK preprocessing.
 

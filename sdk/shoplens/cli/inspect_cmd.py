@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from shoplens.cli._common import out_console, print_json
+from shoplens.cli._common import JsonFlag, out_console, print_json
 
 app = typer.Typer()
 
@@ -15,7 +15,7 @@ app = typer.Typer()
 @app.command("inspect")
 def inspect_command(
     model: Annotated[Path, typer.Argument(help="A .tflite model.")],
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Show inputs, outputs, quantization, metadata, the contract, the op histogram and Edge TPU status.
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from shoplens.cli._common import out_console, print_json, show_progress
+from shoplens.cli._common import JsonFlag, OverwriteFlag, out_console, print_json, show_progress
 from shoplens.open_set import REFERENCE
 
 # the embedding model of an existing index: it names its own, and another one is refused
@@ -36,12 +36,12 @@ def build_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Index directory to write.")],
     kind: Annotated[str, typer.Option("--kind", help=_KIND_HELP)] = "auto",
     chunk: Annotated[int, typer.Option("--chunk", min=1, help="Images per checkpointed chunk.")] = 512,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Rebuild an existing index.")] = False,
+    overwrite: OverwriteFlag = False,
     runner: Annotated[
         str | None, typer.Option("--runner", help="Embed on Apache Beam: direct, dask, flink, spark.")
     ] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Beam worker processes.")] = 2,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Embed every catalog image into an index (resumes an interrupted build automatically).
 
@@ -82,7 +82,7 @@ def add_command(
     replace: Annotated[
         bool, typer.Option("--replace", help="Products already in the index are replaced (else refused).")
     ] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Add products to an index without rebuilding it.
 
@@ -107,7 +107,7 @@ def remove_command(
     ids_file: Annotated[
         Path | None, typer.Option("--ids-file", help="A file with one product id per line.")
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Remove products from an index; they never come back in results.
 
@@ -133,7 +133,7 @@ def remove_command(
 def info_command(
     index: Annotated[Path, typer.Argument(help="Index directory.")],
     verify: Annotated[bool, typer.Option("--verify", help="Check every file's sha256 too.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """What an index holds: kind, products, sizes per product, model, filter columns.
 
@@ -209,7 +209,7 @@ def search_command(
         typer.Option("--min-score", help="With --classifier: 'no product recognised' under this top-1 "
                      f"probability ({REFERENCE.min_score} for the reference model)."),
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Find the catalog products that look most like the photo (cosine top-k).
 
