@@ -141,6 +141,24 @@ def test_pqat_preserves_sparsity_qat_does_not(block_model) -> None:
     assert s_qat[head]["sparsity"] < 0.2  # plain QAT at a high learning rate refills them
 
 
+def test_qat_learns_the_float_model_s_own_probabilities_by_default() -> None:
+    import tf_keras as tfk
+
+    from shoplens_convert.qat import teacher_scores
+
+    x = np.random.default_rng(1).normal(0, 1, (300, 8)).astype(np.float32)
+    inp = tfk.Input((8,))
+    logits = tfk.Model(inp, tfk.layers.Dense(5)(inp))
+    probs = tfk.Model(inp, tfk.layers.Activation("softmax")(logits.output))
+    for model, output in ((logits, "logits"), (probs, "probabilities")):
+        t = teacher_scores(model, x, output=output)
+        assert t.shape == (300, 5) and t.dtype == np.float32
+        np.testing.assert_allclose(t, probs.predict(x, verbose=0), atol=1e-6)  # a softmax, either way
+    with pytest.raises(UsageError, match="source, labels"):
+        quantization_aware_train(probs, x, np.zeros(300), FineTuneOptions(epochs=1), output="probabilities",
+                                 targets="teacher")  # fmt: skip
+
+
 def test_option_validation() -> None:
     with pytest.raises(UsageError, match="between 0 and 1"):
         PruneOptions(1.0)

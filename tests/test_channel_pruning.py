@@ -159,7 +159,9 @@ def test_qat_and_the_edge_tpu_run_on_the_slimmed_model(block_model, tmp_path: Pa
     # the bridge rebuilt the slimmed graph (not the source's) and QAT trained it
     assert r["bridge"]["used"] and r["bridge"]["max_output_difference"] < 1e-3
     assert r["qat"] and r["prune_channels"]["params_after"] < r["prune_channels"]["params_before"]
+    assert r["qat"]["targets"] == "source"  # the default: QAT learnt the slimmed float model's scores
     assert r["edgetpu"]["preflight"]["op_share"] == 1.0
+    assert "learning the float model's scores (distillation)" in (out / "report.md").read_text()
 
 
 def test_a_budget_is_met_with_per_layer_ratios_that_change_the_scores_least(block_model) -> None:
