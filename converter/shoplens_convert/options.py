@@ -10,9 +10,10 @@ import numpy as np
 from shoplens.errors import UsageError
 from shoplens_convert.recipes import Recipe, load_recipe
 
-__all__ = ["TARGETS", "ConvertOptions"]
+__all__ = ["QAT_TARGETS", "TARGETS", "ConvertOptions"]
 
 TARGETS = ("cpu", "edgetpu")
+QAT_TARGETS = ("source", "labels")  # what QAT learns: the float model's own scores, or the labels
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,8 @@ class ConvertOptions:
             raise UsageError(f"--prune-epochs must be in 1..1000, got {self.prune_epochs}")
         if self.qat_epochs is not None and not 1 <= self.qat_epochs <= 1000:
             raise UsageError(f"--qat-epochs must be in 1..1000, got {self.qat_epochs}")
-        if self.qat_targets not in ("source", "labels"):
-            raise UsageError(f"--qat-targets must be source or labels, got {self.qat_targets!r}")
+        if self.qat_targets not in QAT_TARGETS:
+            raise UsageError(f"--qat-targets must be {' or '.join(QAT_TARGETS)}, got {self.qat_targets!r}")
         if self.target == "edgetpu" and self.io_type != "uint8":
             raise UsageError("--target edgetpu uses uint8 input and output; drop --io-type int8")
         if self.bake_bgr and not self.bake_preprocessing:

@@ -4,6 +4,11 @@ QAT inserts fake-quant ops that model int8 rounding during a short fine-tune; PQ
 ``Default8BitPrunePreserveQuantizeScheme`` so zeros made by pruning stay zero. Both run on
 tf-keras models; the result is converted to full int8 by :mod:`shoplens_convert.quantize`.
 
+Before the fine-tune, every activation range starts at the ranges measured on real inputs
+(:func:`calibrate_ranges`; TFMOT would start them at [-6, 6]), and by default the fine-tune learns
+the float model's own scores (:func:`teacher_scores`, distillation) rather than the labels, so
+the int8 model keeps answering as the model handed over (``targets="labels"`` for the usual QAT).
+
 TFMOT's schemes know a fixed list of layers and refuse a model with any other
 (``LayerNormalization``, ``Multiply`` of squeeze-and-excite blocks, ``Rescaling``, a
 ``BatchNormalization`` that follows no convolution under PQAT, the bridge's own layers). Here
@@ -28,6 +33,7 @@ from shoplens.errors import ConversionError, UsageError
 from shoplens_convert._tf import tf_keras, tfmot
 from shoplens_convert.bridge import custom_layers
 from shoplens_convert.finetune import FineTuneOptions, FineTuneResult, fine_tune, freeze_batchnorm
+from shoplens_convert.options import QAT_TARGETS
 
 __all__ = ["QAT_TARGETS", "QatResult", "calibrate_ranges", "fallback_configs", "quantization_aware_train",
            "teacher_scores"]
@@ -42,7 +48,6 @@ _TRANSFORMED = ("SeparableConv1D", "SeparableConv2D")
 _FOLDS_BN = ("Conv2D", "DepthwiseConv2D", "Dense")
 
 _CONFIGS: dict[str, type] = {}
-QAT_TARGETS = ("source", "labels")
 
 
 @dataclass
