@@ -208,6 +208,7 @@ def run_cell(
         input_preprocessing=(r.get("input_preprocessing") or {}).get("handling"),
         qat_fallback_layers=len((r.get("qat") or {}).get("fallback_configs") or {}),
         qat_targets=(r.get("qat") or {}).get("targets"),
+        qat_teacher=(r.get("qat") or {}).get("teacher"),
         prunable_share=(r.get("prune") or {}).get("prunable_weight_share"),
         batchnorm_recalibrated=(r.get("prune") or {}).get("batchnorm_recalibrated"),
     )

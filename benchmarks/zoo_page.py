@@ -36,6 +36,9 @@ _STALE = (
     ("‡", ("qat-int8", "pqat-int8"), "qat_targets",
      "started QAT's activation ranges at TFMOT's [-6, 6] and trained QAT on the labels",
      "--redo qat-int8 --redo pqat-int8"),
+    ("§", ("pqat-int8",), "qat_teacher",
+     "distilled PQAT from the pruned model rather than from the model handed over, so it kept "
+     "pruning's loss", "--redo pqat-int8"),
 )  # fmt: skip
 
 

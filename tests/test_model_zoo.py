@@ -74,6 +74,8 @@ def test_cell_converts_and_agrees_with_its_source(sources, arch: str, transfer: 
         assert row["edgetpu_ops_share"] == 1.0, row["edgetpu_summary"]
     if recipe in ("qat-int8", "prune-int8", "pqat-int8"):
         assert row["bridge"] and row["bridge_max_difference"] < 1e-3, row  # before any training
+    if recipe in ("qat-int8", "pqat-int8"):  # QAT learnt the model handed over, even after pruning
+        assert row["qat_teacher"] == {"qat-int8": "source", "pqat-int8": "source before pruning"}[recipe]
     if arch in ("EfficientNetB0", "MobileNetV3Small") and row["bridge"]:
         assert row["input_preprocessing"].startswith("absorbed into the preprocessing contract")
 

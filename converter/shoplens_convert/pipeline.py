@@ -249,8 +249,13 @@ def quantize_stage(
     source_eval: EvalResult | None,
     eval_ds: Dataset | None,
     output_kind: str,
+    teacher: np.ndarray | None = None,
 ) -> Quantized:
-    """Quantize the work model with the recipe (auto: the first candidate the guard accepts)."""
+    """Quantize the work model with the recipe (auto: the first candidate the guard accepts).
+
+    ``teacher``: the scores QAT learns, when they come from a model before this one (the dense
+    model before pruning); by default QAT learns the work model's own.
+    """
     static = o.target == "edgetpu"
     trials: list[dict[str, Any]] = []
     parts: dict[str, Any] = {}
@@ -289,9 +294,11 @@ def quantize_stage(
                              learning_rate=o.learning_rate or ft.learning_rate)  # fmt: skip
         qr = quantization_aware_train(
             model, work.train[0], work.train[1], ft, output=output_kind,
-            preserve_sparsity=recipe.preserve_sparsity, targets=o.qat_targets, show_progress=o.show_progress,
+            preserve_sparsity=recipe.preserve_sparsity, targets=o.qat_targets, teacher=teacher,
+            show_progress=o.show_progress,
         )  # fmt: skip
-        parts["qat"] = {"preserve_sparsity": qr.preserve_sparsity, "targets": qr.targets,
+        learnt = None if qr.targets == "labels" else "source" if teacher is None else "source before pruning"
+        parts["qat"] = {"preserve_sparsity": qr.preserve_sparsity, "targets": qr.targets, "teacher": learnt,
                         "fine_tune": vars(qr.training), "fallback_configs": qr.fallback}  # fmt: skip
         model = qr.model
     raw = quantize(model, recipe.quantization, calibration=work.calibration, io_type=o.io_type,
@@ -345,7 +352,13 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
     parts: dict[str, Any] = {**data.report, **work.report}
     if channel_block is not None:
         parts["prune_channels"] = channel_block
+    teacher = None
     if o.prune is not None:
+        if recipe.qat and o.qat_targets == "source" and work.train is not None:
+            from shoplens_convert.qat import teacher_scores
+
+            # PQAT learns the model handed over, not the pruned one (which keeps pruning's loss)
+            teacher = teacher_scores(work.model, work.train[0], output=output_kind)
         work, parts["prune"] = prune_stage(work, o, output_kind)
         clock.lap("prune")
     meta = shoplens_metadata_dict(work.contract, src.labels, output=output_kind)
@@ -365,7 +378,7 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
                                        labels=src.labels, output=output_kind)  # fmt: skip
 
     q = quantize_stage(work, recipe, o, package=package, source_eval=source_eval, eval_ds=data.eval,
-                       output_kind=output_kind)  # fmt: skip
+                       output_kind=output_kind, teacher=teacher)  # fmt: skip
     clock.lap("quantize_and_evaluate")
     parts.update(q.report)
     # sizes compare with the unpruned source, packed the same way as every output

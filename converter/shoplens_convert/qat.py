@@ -196,6 +196,7 @@ def quantization_aware_train(
     output: str,
     preserve_sparsity: bool = False,
     targets: str = "source",
+    teacher: np.ndarray | None = None,
     show_progress: bool = False,
 ) -> QatResult:
     """Wrap ``model`` (tf-keras) for QAT (or PQAT) and fine-tune it on preprocessed (x, y).
@@ -209,6 +210,8 @@ def quantization_aware_train(
       targets: ``"source"`` (default): learn the float model's own scores on ``x``
         (distillation), so the int8 model keeps answering as the model handed over;
         ``"labels"``: learn ``y``, which also goes on training the model (the usual QAT).
+      teacher: with ``"source"``, the scores to learn when they come from another model than
+        ``model`` (PQAT: the dense model before pruning, from :func:`teacher_scores`).
 
     Returns:
       A :class:`QatResult` whose ``fallback`` lists the layers given a fallback config.
@@ -218,7 +221,10 @@ def quantization_aware_train(
     """
     if targets not in QAT_TARGETS:
         raise UsageError(f"QAT targets must be one of {', '.join(QAT_TARGETS)}, got {targets!r}")
-    teach = teacher_scores(model, x, output=output) if targets == "source" else y
+    if targets == "labels":
+        teach = y
+    else:
+        teach = teacher if teacher is not None else teacher_scores(model, x, output=output)
     mot = tfmot()
     freeze_batchnorm(model)
     q = mot.quantization.keras
