@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,8 @@ from shoplens.errors import UsageError
 from shoplens.internal.progress import progress
 from shoplens_convert._tf import tf_keras
 
-__all__ = ["FineTuneOptions", "FineTuneResult", "fine_tune", "freeze_batchnorm", "recalibrate_batchnorm"]
+__all__ = ["FineTuneOptions", "FineTuneResult", "fine_tune", "freeze_batchnorm", "mean_over_batches",
+           "recalibrate_batchnorm"]
 
 
 @dataclass(frozen=True)
@@ -77,15 +79,32 @@ def recalibrate_batchnorm(model: Any, x: np.ndarray, *, images: int = 1024, batc
     if not layers or not len(x):
         return 0
     saved = [ly.momentum for ly in layers]
+
+    def set_momentum(decay: float) -> None:
+        for ly in layers:
+            ly.momentum = decay
+
     try:
-        for k, start in enumerate(range(0, min(images, len(x)), batch_size)):
-            for ly in layers:
-                ly.momentum = k / (k + 1)
-            model(x[start : start + batch_size], training=True)
+        mean_over_batches(model, x, set_momentum, images=images, batch_size=batch_size)
     finally:
         for ly, mom in zip(layers, saved, strict=True):
             ly.momentum = mom
     return len(layers)
+
+
+def mean_over_batches(
+    model: Any, x: np.ndarray, set_decay: Callable[[float], None], *, images: int, batch_size: int
+) -> int:
+    """Forward passes in training mode over ``images`` of ``x``, with ``set_decay(k / (k + 1))``
+    before batch k: a moving average updated with that decay holds the plain mean over the batches
+    (BatchNorm statistics, QAT's activation ranges). No weight is trained. Returns the batch count.
+    """
+    batches = 0
+    for k, start in enumerate(range(0, min(images, len(x)), batch_size)):
+        set_decay(k / (k + 1))
+        model(x[start : start + batch_size], training=True)
+        batches += 1
+    return batches
 
 
 def fine_tune(

@@ -30,9 +30,16 @@ from typing import Any
 import numpy as np
 
 from shoplens.errors import ConversionError, UsageError
+from shoplens.postprocess import to_probabilities
 from shoplens_convert._tf import tf_keras, tfmot
 from shoplens_convert.bridge import custom_layers
-from shoplens_convert.finetune import FineTuneOptions, FineTuneResult, fine_tune, freeze_batchnorm
+from shoplens_convert.finetune import (
+    FineTuneOptions,
+    FineTuneResult,
+    fine_tune,
+    freeze_batchnorm,
+    mean_over_batches,
+)
 from shoplens_convert.options import QAT_TARGETS
 
 __all__ = ["QAT_TARGETS", "QatResult", "calibrate_ranges", "fallback_configs", "quantization_aware_train",
@@ -115,11 +122,8 @@ def teacher_scores(model: Any, x: np.ndarray, *, output: str, batch_size: int = 
     more faithfully; the release gate measures faithfulness (agreement with the source). Learning
     the source's own scores (distillation, temperature 1) asks QAT only to undo int8's rounding.
     """
-    scores = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
-    if output == "logits":
-        scores = np.exp(scores - scores.max(axis=1, keepdims=True))
-        scores /= scores.sum(axis=1, keepdims=True)
-    return scores
+    scores = model.predict(x, batch_size=batch_size, verbose=0)
+    return to_probabilities(scores, logits=output == "logits").astype(np.float32)
 
 
 def calibrate_ranges(qat_model: Any, x: np.ndarray, *, images: int = 512, batch_size: int = 64) -> int:
@@ -142,16 +146,14 @@ def calibrate_ranges(qat_model: Any, x: np.ndarray, *, images: int = 512, batch_
     def calibrating(*args: Any, **kwargs: Any) -> Any:
         return original(*args, **{**kwargs, "ema_decay": decay[0]})
 
-    batches = 0
-    quant_ops.MovingAvgQuantize = calibrating
+    def set_decay(d: float) -> None:
+        decay[0] = d
+
+    quant_ops.MovingAvgQuantize = calibrating  # module-wide: not for two conversions in one process at once
     try:
-        for k, start in enumerate(range(0, min(images, len(x)), batch_size)):
-            decay[0] = k / (k + 1)
-            qat_model(x[start : start + batch_size], training=True)
-            batches += 1
+        return mean_over_batches(qat_model, x, set_decay, images=images, batch_size=batch_size)
     finally:
         quant_ops.MovingAvgQuantize = original
-    return batches
 
 
 def _annotate(model: Any, registries: list[Any]) -> tuple[Any, dict[str, str]]:

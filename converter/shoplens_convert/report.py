@@ -277,8 +277,9 @@ def render_markdown(r: dict[str, Any]) -> str:
             lines.append(f"| {', '.join(g['layers'])} | {width} | {g['why']} |")
     if r.get("qat"):
         q = r["qat"]["fine_tune"]
-        learnt = {"source": "the float model's scores (distillation)", "labels": "the labels"}
-        what = learnt.get(r["qat"].get("targets", "labels"), "the labels")
+        learnt = {"source": "the float model's scores (distillation)",
+                  "source before pruning": "the float model's scores from before pruning (distillation)"}
+        what = learnt.get(r["qat"].get("teacher") or "", "the labels")  # no teacher: the labels
         lines.append(f"\n## QAT\n- {q['epochs']} epochs on {q['images']} images, {q['seconds']} s, "
                      f"learning {what}")
     io_ = r["tflite"]
