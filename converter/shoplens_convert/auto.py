@@ -39,6 +39,7 @@ def auto_select(
     target: str = "cpu",
     io_type: str = "uint8",
     per_tensor: bool = False,
+    ranges: str = "minmax",
     show_progress: bool = False,
     fallback: dict[str, Any] | None = None,
 ) -> tuple[bytes, str, AccuracyComparison]:
@@ -72,7 +73,8 @@ def auto_select(
                 k *= 2
             continue
         raw = quantize(model, cand, calibration=calibration, io_type=io_type, per_tensor=per_tensor,
-                       static_batch=target == "edgetpu", show_progress=show_progress)  # fmt: skip
+                       static_batch=target == "edgetpu", ranges=ranges,
+                       show_progress=show_progress)  # fmt: skip
         packed, cmp_ = _judged(judge, cand, raw)
         last = (packed, cand, cmp_)
         if cmp_.passed:

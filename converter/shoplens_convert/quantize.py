@@ -40,6 +40,7 @@ def make_converter(
     per_tensor: bool = False,
     allow_float_ops: bool = False,
     static_batch: bool = False,
+    ranges: str = "minmax",
     on_sample: Callable[[], None] | None = None,
 ) -> Any:
     """A configured ``tf.lite.TFLiteConverter`` for one of RECIPES (Keras 3 or tf-keras model).
@@ -47,7 +48,8 @@ def make_converter(
     ``allow_float_ops`` lets int8 keep some ops in float (selective fallback); ``static_batch``
     traces the model with a batch of exactly 1, so shape arithmetic (``Reshape`` heads) folds to
     constants instead of ``SHAPE`` ops the Edge TPU cannot run; ``on_sample`` is called for every
-    calibration image (progress).
+    calibration image (progress); ``ranges="mse"`` sets int8 activation ranges by least squared
+    error on the calibration images instead of their min/max (:mod:`shoplens_convert.ranges`).
     """
     if recipe not in RECIPES:
         raise UsageError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
@@ -91,6 +93,10 @@ def make_converter(
             conv.inference_output_type = tf.uint8 if io_type == "uint8" else tf.int8
         if per_tensor:
             conv._experimental_disable_per_channel = True
+        if ranges == "mse":
+            from shoplens_convert.ranges import with_mse_ranges
+
+            with_mse_ranges(conv, cal, {})
     return conv
 
 
@@ -125,6 +131,7 @@ def quantize(
     io_type: str = "uint8",
     per_tensor: bool = False,
     static_batch: bool = False,
+    ranges: str = "minmax",
     show_progress: bool = False,
 ) -> bytes:
     """Convert a Keras model with one of RECIPES; int8 needs preprocessed calibration frames.
@@ -147,6 +154,7 @@ def quantize(
             io_type=io_type,
             per_tensor=per_tensor,
             static_batch=static_batch,
+            ranges=ranges,
             on_sample=bar.advance,
         )
         return run_converter(recipe, conv.convert)
