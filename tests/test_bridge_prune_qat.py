@@ -166,3 +166,13 @@ def test_option_validation() -> None:
         PruneOptions(0.0)
     with pytest.raises(UsageError, match="epochs"):
         FineTuneOptions(epochs=0)
+
+
+def test_fine_tune_targets_and_ranges_are_checked_up_front() -> None:
+    from shoplens_convert.options import ConvertOptions
+
+    assert ConvertOptions().prune_targets == "source" and ConvertOptions().ranges == "minmax"
+    with pytest.raises(UsageError, match="--prune-targets must be source or labels"):
+        ConvertOptions(prune_targets="teacher")
+    with pytest.raises(UsageError, match="--ranges must be minmax or mse"):
+        ConvertOptions(ranges="percentile")

@@ -10,10 +10,12 @@ import numpy as np
 from shoplens.errors import UsageError
 from shoplens_convert.recipes import Recipe, load_recipe
 
-__all__ = ["QAT_TARGETS", "TARGETS", "ConvertOptions"]
+__all__ = ["FINE_TUNE_TARGETS", "RANGES", "TARGETS", "ConvertOptions"]
 
 TARGETS = ("cpu", "edgetpu")
-QAT_TARGETS = ("source", "labels")  # what QAT learns: the float model's own scores, or the labels
+# what pruning's and QAT's fine-tunes learn: the float model's own scores, or the labels
+FINE_TUNE_TARGETS = ("source", "labels")
+RANGES = ("minmax", "mse")  # int8 activation ranges: the calibrator's min/max, or least squared error
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class ConvertOptions:
     train_data: str | None = None
     prune_epochs: int = 2
     prune_freeze_batchnorm: bool = False
+    prune_targets: str = "source"  # pruning's fine-tune learns the dense model's scores or "labels"
     qat_epochs: int | None = None  # None: the recipe's own
     qat_targets: str = "source"  # QAT learns the float model's scores (distillation) or "labels"
     learning_rate: float | None = None
@@ -48,6 +51,7 @@ class ConvertOptions:
     target: str = "cpu"
     io_type: str = "uint8"
     per_tensor: bool = False
+    ranges: str = "minmax"  # "mse": int8 activation ranges that fit the bulk (shoplens_convert.ranges)
     bake_preprocessing: bool = False
     bake_bgr: bool = False
     allow_double_normalization: bool = False  # the model normalizes and the contract too, on purpose
@@ -94,8 +98,11 @@ class ConvertOptions:
             raise UsageError(f"--prune-epochs must be in 1..1000, got {self.prune_epochs}")
         if self.qat_epochs is not None and not 1 <= self.qat_epochs <= 1000:
             raise UsageError(f"--qat-epochs must be in 1..1000, got {self.qat_epochs}")
-        if self.qat_targets not in QAT_TARGETS:
-            raise UsageError(f"--qat-targets must be {' or '.join(QAT_TARGETS)}, got {self.qat_targets!r}")
+        for flag, value, allowed in (("--qat-targets", self.qat_targets, FINE_TUNE_TARGETS),
+                                     ("--prune-targets", self.prune_targets, FINE_TUNE_TARGETS),
+                                     ("--ranges", self.ranges, RANGES)):  # fmt: skip
+            if value not in allowed:
+                raise UsageError(f"{flag} must be {' or '.join(allowed)}, got {value!r}")
         if self.target == "edgetpu" and self.io_type != "uint8":
             raise UsageError("--target edgetpu uses uint8 input and output; drop --io-type int8")
         if self.bake_bgr and not self.bake_preprocessing:

@@ -219,18 +219,25 @@ def channel_stage(
     return dataclasses.replace(src, loaded=loaded, graph=graph), block
 
 
-def prune_stage(work: Prepared, o: ConvertOptions, output_kind: str) -> tuple[Prepared, dict[str, Any]]:
-    """Magnitude pruning with TFMOT, fine-tuned on the training data; returns the pruned work model."""
+def prune_stage(
+    work: Prepared, o: ConvertOptions, output_kind: str, teacher: np.ndarray | None = None
+) -> tuple[Prepared, dict[str, Any]]:
+    """Magnitude pruning with TFMOT, fine-tuned on the training data; returns the pruned work model.
+
+    With ``--prune-targets source`` the fine-tune learns ``teacher``, the dense model's scores on
+    the training images (distillation), instead of their labels.
+    """
     from shoplens_convert.prune import PruneOptions, prune_model
 
     if work.train is None:
         raise UsageError("--prune needs --train-data to fine-tune on")
     ft = FineTuneOptions(epochs=o.prune_epochs, learning_rate=o.learning_rate or 2e-4)
     popts = PruneOptions(float(o.prune or 0), ft, freeze_batchnorm=o.prune_freeze_batchnorm)
-    pr = prune_model(work.model, work.train[0], work.train[1], popts, output=output_kind,
-                     show_progress=o.show_progress)  # fmt: skip
+    y = teacher if o.prune_targets == "source" and teacher is not None else work.train[1]
+    pr = prune_model(work.model, work.train[0], y, popts, output=output_kind, show_progress=o.show_progress)
     block = {
         "target_sparsity": float(o.prune or 0),
+        "targets": "source" if y is teacher else "labels",
         "prunable_weight_share": pr.prunable_share,
         "layer_sparsity": pr.sparsity,
         "left_dense": pr.left_dense,
@@ -277,7 +284,7 @@ def quantize_stage(
         fallback: dict[str, Any] = {}
         model_bytes, chosen, comparison = auto_select(
             work.model, work.calibration, recipe, judge, target=o.target, io_type=o.io_type,
-            per_tensor=o.per_tensor, show_progress=o.show_progress, fallback=fallback,
+            per_tensor=o.per_tensor, ranges=o.ranges, show_progress=o.show_progress, fallback=fallback,
         )  # fmt: skip
         if fallback:
             parts["fallback"] = fallback
@@ -301,8 +308,11 @@ def quantize_stage(
         parts["qat"] = {"preserve_sparsity": qr.preserve_sparsity, "targets": qr.targets, "teacher": learnt,
                         "fine_tune": vars(qr.training), "fallback_configs": qr.fallback}  # fmt: skip
         model = qr.model
+    # a QAT model carries the ranges it learnt; --ranges chooses them for post-training int8 only
+    ranges = "minmax" if recipe.qat else o.ranges
     raw = quantize(model, recipe.quantization, calibration=work.calibration, io_type=o.io_type,
-                   per_tensor=o.per_tensor, static_batch=static, show_progress=o.show_progress)  # fmt: skip
+                   per_tensor=o.per_tensor, static_batch=static, ranges=ranges,
+                   show_progress=o.show_progress)  # fmt: skip
     model_bytes, comparison = judge(recipe.name, raw)
     return Quantized(model_bytes, recipe.name, comparison, parts)
 
@@ -354,12 +364,13 @@ def convert(model_path: str | Path, options: ConvertOptions) -> ConversionResult
         parts["prune_channels"] = channel_block
     teacher = None
     if o.prune is not None:
-        if recipe.qat and o.qat_targets == "source" and work.train is not None:
+        learns_source = o.prune_targets == "source" or (recipe.qat and o.qat_targets == "source")
+        if learns_source and work.train is not None:
             from shoplens_convert.qat import teacher_scores
 
-            # PQAT learns the model handed over, not the pruned one (which keeps pruning's loss)
+            # pruning and PQAT learn the model handed over, not the pruned one (which keeps pruning's loss)
             teacher = teacher_scores(work.model, work.train[0], output=output_kind)
-        work, parts["prune"] = prune_stage(work, o, output_kind)
+        work, parts["prune"] = prune_stage(work, o, output_kind, teacher)
         clock.lap("prune")
     meta = shoplens_metadata_dict(work.contract, src.labels, output=output_kind)
     desc = ModelDescription(

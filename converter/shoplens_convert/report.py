@@ -90,6 +90,7 @@ def conversion_report(
         },
         "recipe": {
             **recipe.to_dict(), "chosen": chosen, "io_type": o.io_type, "per_channel": not o.per_tensor,
+            "ranges": None if recipe.qat or recipe.quantization not in ("int8", "auto") else o.ranges,
             "target": o.target,
         },
         "labels": {
@@ -190,7 +191,8 @@ def render_markdown(r: dict[str, Any]) -> str:
         "## Recipe",
         f"- {r['recipe']['name']}: {r['recipe']['description']}",
         f"- chosen: **{r['recipe']['chosen']}**, I/O {r['recipe']['io_type']}, "
-        f"{'per-channel' if r['recipe']['per_channel'] else 'per-tensor'}, target {r['recipe']['target']}",
+        f"{'per-channel' if r['recipe']['per_channel'] else 'per-tensor'}, target {r['recipe']['target']}"
+        + (f", activation ranges {r['recipe']['ranges']}" if r["recipe"].get("ranges") else ""),
     ]
     if r.get("fold"):
         lines.append(
@@ -239,7 +241,8 @@ def render_markdown(r: dict[str, Any]) -> str:
             f"- sparsity after conversion (pruned ops): {p.get('sparsity_after_conversion', 0):.1%}",
             f"- prunable share of the weights: {p.get('prunable_weight_share', 0):.1%}",
             f"- fine-tune: {p['fine_tune']['epochs']} epochs on {p['fine_tune']['images']} images, "
-            f"{p['fine_tune']['seconds']} s",
+            f"{p['fine_tune']['seconds']} s, learning "
+            + ("the dense model's scores (distillation)" if p.get("targets") == "source" else "the labels"),
         ]
         if p["left_dense"]:
             lines.append(

@@ -15,12 +15,13 @@ from rich.console import Console
 __all__ = [
     "DATA_HELP",
     "ExistingPath",
+    "FineTuneTargets",
     "IoType",
     "JsonFlag",
     "ModelPath",
     "OverwriteFlag",
-    "QatTargets",
     "QuietFlag",
+    "Ranges",
     "Target",
     "err_console",
     "out_console",
@@ -39,9 +40,14 @@ class Target(str, Enum):
     edgetpu = "edgetpu"
 
 
-class QatTargets(str, Enum):
+class FineTuneTargets(str, Enum):
     source = "source"
     labels = "labels"
+
+
+class Ranges(str, Enum):
+    minmax = "minmax"
+    mse = "mse"
 
 
 class IoType(str, Enum):

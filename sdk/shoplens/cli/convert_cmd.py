@@ -9,11 +9,12 @@ import typer
 
 from shoplens.cli._common import (
     DATA_HELP,
+    FineTuneTargets,
     IoType,
     JsonFlag,
     OverwriteFlag,
-    QatTargets,
     QuietFlag,
+    Ranges,
     Target,
     err_console,
     out_console,
@@ -72,17 +73,25 @@ def convert_command(
     prune_freeze_bn: Annotated[
         bool, typer.Option("--prune-freeze-bn", help="Keep BatchNorm statistics fixed while pruning.")
     ] = False,
+    prune_targets: Annotated[
+        FineTuneTargets,
+        typer.Option(
+            "--prune-targets",
+            help="What --prune's fine-tune learns: 'source', the dense model's own scores (distillation: "
+            "the pruned model keeps answering as the model handed over), or 'labels' from --train-data.",
+        ),
+    ] = FineTuneTargets.source,
     qat_epochs: Annotated[
         int | None, typer.Option("--qat-epochs", help="QAT epochs (default: the recipe's).")
     ] = None,
     qat_targets: Annotated[
-        QatTargets,
+        FineTuneTargets,
         typer.Option(
             "--qat-targets",
             help="What QAT learns: 'source', the float model's own scores (it keeps answering as the "
             "model handed over), or 'labels' from --train-data (it goes on training).",
         ),
-    ] = QatTargets.source,
+    ] = FineTuneTargets.source,
     learning_rate: Annotated[
         float | None, typer.Option("--learning-rate", help="Fine-tuning learning rate.")
     ] = None,
@@ -111,6 +120,14 @@ def convert_command(
     per_tensor: Annotated[
         bool, typer.Option("--per-tensor", help="Per-tensor instead of per-channel weights.")
     ] = False,
+    ranges: Annotated[
+        Ranges,
+        typer.Option(
+            "--ranges",
+            help="int8 activation ranges: 'minmax' of the calibration images (TFLite's), or 'mse', the "
+            "range with the least squared error over their values, which clips a long tail (EfficientNets).",
+        ),
+    ] = Ranges.minmax,
     bake_preprocessing: Annotated[
         bool,
         typer.Option("--bake-preprocessing", help="Fold normalization into the model (feed raw pixels)."),
@@ -146,12 +163,12 @@ def convert_command(
 
     options = ConvertOptions(
         recipe=recipe, labels=labels, contract=contract, prune=prune, prune_channels=prune_channels,
-        latency_budget=latency_budget, train_data=train_data,
-        prune_epochs=prune_epochs, prune_freeze_batchnorm=prune_freeze_bn, qat_epochs=qat_epochs,
+        latency_budget=latency_budget, train_data=train_data, prune_epochs=prune_epochs,
+        prune_freeze_batchnorm=prune_freeze_bn, prune_targets=prune_targets.value, qat_epochs=qat_epochs,
         qat_targets=qat_targets.value, learning_rate=learning_rate, calib_data=calib_data,
         calib_count=calib_count, eval_data=eval_data, max_drop=max_drop, target=target.value,
-        io_type=io_type.value,
-        embedding=embedding, per_tensor=per_tensor, bake_preprocessing=bake_preprocessing, bake_bgr=bake_bgr,
+        io_type=io_type.value, embedding=embedding, per_tensor=per_tensor, ranges=ranges.value,
+        bake_preprocessing=bake_preprocessing, bake_bgr=bake_bgr,
         allow_double_normalization=allow_double_normalization,
         unsafe_load=unsafe_load, name=name, version=version, show_progress=show_progress(json_out, quiet),
     )  # fmt: skip
