@@ -210,6 +210,7 @@ def run_cell(
         qat_targets=(r.get("qat") or {}).get("targets"),
         qat_teacher=(r.get("qat") or {}).get("teacher"),
         prunable_share=(r.get("prune") or {}).get("prunable_weight_share"),
+        prune_targets=(r.get("prune") or {}).get("targets"),
         batchnorm_recalibrated=(r.get("prune") or {}).get("batchnorm_recalibrated"),
     )
     if "edgetpu" in r:

@@ -10,7 +10,13 @@ from benchmarks.zoo_archs import ARCHS, SIZE
 __all__ = ["render_page"]
 
 
-def _cell_text(c: dict[str, Any]) -> str:
+def _row_source(m: dict[str, Any]) -> float | None:
+    """The source top-1 most of a row's cells were measured against."""
+    seen = [c["source_top1"] for c in m["cells"] if c.get("converts") and c.get("source_top1") is not None]
+    return max(set(seen), key=seen.count) if seen else None
+
+
+def _cell_text(c: dict[str, Any], source: float | None = None) -> str:
     if not c.get("converts"):
         return f"**fails**: {c.get('error', '')[:80]}"
     parts = [
@@ -25,10 +31,13 @@ def _cell_text(c: dict[str, Any]) -> str:
             1, f"TPU {100 * c['edgetpu_ops_share']:.0f} % ops / {100 * c['edgetpu_macs_share']:.0f} % MACs"
         )
     mark = "" if meets_bound(c) else " ⚠"
-    return ", ".join(parts) + mark + "".join(f" {sign}" for sign in _stale(c))
+    retrained = source is not None and c.get("source_top1") not in (None, source)
+    return (", ".join(parts) + mark + "".join(f" {sign}" for sign in _stale(c))
+            + (f" ¶ (source top-1 {100 * c['source_top1']:.1f} %)" if retrained else ""))  # fmt: skip
 
 
-# cells measured by an earlier converter: (mark, recipes, the key the newer converter's cells carry, why)
+# cells measured by an earlier converter: (mark, recipes, the key the newer converter's cells carry
+# with a value other than None or "labels", why, how to measure them again)
 _STALE = (
     ("†", ("prune-int8", "pqat-int8"), "batchnorm_recalibrated",
      "did not re-measure BatchNorm statistics after pruning (their moving averages then still describe "
@@ -39,13 +48,17 @@ _STALE = (
     ("§", ("pqat-int8",), "qat_teacher",
      "distilled PQAT from the pruned model rather than from the model handed over, so it kept "
      "pruning's loss", "--redo pqat-int8"),
+    ("°", ("prune-int8", "pqat-int8"), "prune_targets",
+     "fine-tuned the pruned model on the labels rather than on the dense model's scores",
+     "--redo prune-int8 --redo pqat-int8"),
 )  # fmt: skip
 
 
 def _stale(c: dict[str, Any]) -> list[str]:
-    """The marks of the earlier converters that measured this cell."""
+    """The marks of the earlier converters that measured this cell (the key missing, or the old
+    default of a choice that is now made the other way)."""
     return [sign for sign, recipes, key, _why, _redo in _STALE
-            if c["recipe"] in recipes and c.get("converts") and key not in c]  # fmt: skip
+            if c["recipe"] in recipes and c.get("converts") and c.get(key) in (None, "labels")]  # fmt: skip
 
 
 def render_page(results: dict[str, Any]) -> str:
@@ -82,7 +95,9 @@ def render_page(results: dict[str, Any]) -> str:
         "(`--qat-targets source`, distillation), not the labels. The sources are briefly trained "
         "(top-1 66-82 %), so QAT on the labels goes on training them: the converted model is then "
         "often more accurate than its source and agrees with it less (figures in "
-        "[converter.md](converter.md#qat-learns-the-source-by-default)).",
+        "[converter.md](converter.md#qat-learns-the-source-by-default)). Pruning's fine-tune, too, "
+        "learns the dense model's scores by default (`--prune-targets source`; cells marked ° predate "
+        "that; [converter.md](converter.md#pruning-learns-the-dense-model-by-default)).",
         "",
         "Each cell: bytes as a share of float32, top-1 agreement with the Keras source, mean |score "
         "delta|, invoke ms (1 thread), convert seconds; for `edgetpu` the share of ops and MACs the "
@@ -94,6 +109,13 @@ def render_page(results: dict[str, Any]) -> str:
             if any(sign in _stale(c) for m in rows for c in m["cells"])
             for line in (f"{sign} measured by an earlier converter that {why}. `make zoo ZOO_ARGS='{redo}'` "
                          "measures these cells again.", "")
+        ),
+        *(
+            ("¶ measured against the source trained again on another machine or session (training "
+             "here is not bit-reproducible, and `out/` with the trained sources is not committed): "
+             "its source's top-1 is given, and differs from the one the rest of the row was measured "
+             "against.", "")
+            if any("¶" in _cell_text(c, _row_source(m)) for m in rows for c in m["cells"]) else ()
         ),
         "| recipe | float16 | dynamic | int8 | int8 per-tensor | qat-int8 | prune 50 % + int8 | "
         "pqat-int8 | auto | edgetpu |",
@@ -109,7 +131,7 @@ def render_page(results: dict[str, Any]) -> str:
         cells = {c["recipe"]: c for c in m["cells"]}
         lines.append(
             f"| {m['model']} | {m['params'] / 1e6:.2f} M | {m['contract']} | "
-            + " | ".join(_cell_text(cells[r]) if r in cells else "-" for r in recipes)
+            + " | ".join(_cell_text(cells[r], _row_source(m)) if r in cells else "-" for r in recipes)
             + " |"
         )
     lines += [

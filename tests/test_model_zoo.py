@@ -74,6 +74,8 @@ def test_cell_converts_and_agrees_with_its_source(sources, arch: str, transfer: 
         assert row["edgetpu_ops_share"] == 1.0, row["edgetpu_summary"]
     if recipe in ("qat-int8", "prune-int8", "pqat-int8"):
         assert row["bridge"] and row["bridge_max_difference"] < 1e-3, row  # before any training
+    if recipe in ("prune-int8", "pqat-int8"):  # pruning's fine-tune learnt the dense model's scores
+        assert row["prune_targets"] == "source"
     if recipe in ("qat-int8", "pqat-int8"):  # QAT learnt the model handed over, even after pruning
         assert row["qat_teacher"] == {"qat-int8": "source", "pqat-int8": "source before pruning"}[recipe]
     if arch in ("EfficientNetB0", "MobileNetV3Small") and row["bridge"]:
@@ -93,3 +95,22 @@ def test_hard_swish_is_swapped_only_while_converting() -> None:
         assert model.layers[1].activation is not before[-2]
     after = [getattr(layer, "activation", None) for layer in model._flatten_layers(recursive=True)]
     assert after == before
+
+
+def test_the_page_marks_a_cell_measured_against_a_retrained_source() -> None:
+    from benchmarks.zoo_page import render_page
+
+    def cell(recipe: str, top1: float) -> dict[str, object]:
+        return {"recipe": recipe, "converts": True, "ratio_to_float32": 0.26, "agreement": 0.95,
+                "abs_score_delta_mean": 0.01, "invoke_ms": 0.1, "seconds": 9.0, "source_top1": top1,
+                "qat_targets": "source", "qat_teacher": "source before pruning",
+                "batchnorm_recalibrated": 3, "prune_targets": "source"}  # fmt: skip
+
+    model = {"model": "MobileNet", "arch": "MobileNet", "transfer": False, "contract": "tf", "params": 3e6}
+    rows = [{**model, "cells": [cell("float16", 0.81), cell("int8", 0.81), cell("pqat-int8", 0.776)]}]
+    page = render_page({"date": "d", "machine": "2 cores", "seconds": 60, "models": rows})
+    row = next(line for line in page.splitlines() if line.startswith("| MobileNet |"))
+    assert row.count("¶") == 1 and "¶ (source top-1 77.6 %)" in row.split("|")[-2]
+    assert "¶ measured against the source trained again" in page
+    rows[0]["cells"][-1]["source_top1"] = 0.81
+    assert "¶" not in render_page({"date": "d", "machine": "2 cores", "seconds": 60, "models": rows})
