@@ -115,6 +115,11 @@ class ConvertOptions:
         """Structured pruning asked for: one ratio (``prune_channels``) or a budget."""
         return self.prune_channels is not None or self.latency_budget is not None
 
+    def activation_ranges(self, recipe: Recipe) -> str | None:
+        """How post-training int8 sets activation ranges under ``recipe``; None where it does not
+        (float recipes; a QAT model carries the ranges it learnt)."""
+        return None if recipe.qat or recipe.quantization not in ("int8", "auto") else self.ranges
+
     def resolved_recipe(self) -> Recipe:
         """The recipe, checked against the other options (pruning, training data, target)."""
         recipe = load_recipe(self.recipe)

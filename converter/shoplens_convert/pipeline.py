@@ -308,8 +308,7 @@ def quantize_stage(
         parts["qat"] = {"preserve_sparsity": qr.preserve_sparsity, "targets": qr.targets, "teacher": learnt,
                         "fine_tune": vars(qr.training), "fallback_configs": qr.fallback}  # fmt: skip
         model = qr.model
-    # a QAT model carries the ranges it learnt; --ranges chooses them for post-training int8 only
-    ranges = "minmax" if recipe.qat else o.ranges
+    ranges = o.activation_ranges(recipe) or "minmax"  # a QAT model carries the ranges it learnt
     raw = quantize(model, recipe.quantization, calibration=work.calibration, io_type=o.io_type,
                    per_tensor=o.per_tensor, static_batch=static, ranges=ranges,
                    show_progress=o.show_progress)  # fmt: skip

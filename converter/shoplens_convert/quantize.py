@@ -96,7 +96,7 @@ def make_converter(
         if ranges == "mse":
             from shoplens_convert.ranges import with_mse_ranges
 
-            with_mse_ranges(conv, cal, {})
+            with_mse_ranges(conv, cal)
     return conv
 
 

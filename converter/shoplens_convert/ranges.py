@@ -117,14 +117,13 @@ def refine_ranges(calibrated: bytes, samples: np.ndarray) -> tuple[bytes, dict[s
     return pack_model(model, len(calibrated)), stats
 
 
-def with_mse_ranges(conv: Any, samples: np.ndarray, stats: dict[str, Any]) -> None:
+def with_mse_ranges(conv: Any, samples: np.ndarray) -> None:
     """Make ``conv`` (a configured int8 ``TFLiteConverter``) quantize with ``mse`` ranges.
 
     The converter's own int8 step is calibrate, then hand the calibrated model to the MLIR
     quantizer. This replaces that step on this converter object only (no module is patched, so
     other conversions in the process are untouched): calibrate as before, refine the ranges on
-    ``samples`` (the images the calibrator saw), quantize with the same arguments. ``stats`` is
-    filled with :func:`refine_ranges`' figures.
+    ``samples`` (the images the calibrator saw), quantize with the same arguments.
     """
     from tensorflow.lite.python.convert import mlir_quantize
 
@@ -141,8 +140,7 @@ def with_mse_ranges(conv: Any, samples: np.ndarray, stats: dict[str, Any]) -> No
             calibrated = original(result, input_type, output_type, activations_type, *rest)
         finally:
             conv._experimental_calibrate_only = False
-        refined, found = refine_ranges(bytes(calibrated), samples)
-        stats.update(found)
+        refined, _stats = refine_ranges(bytes(calibrated), samples)
         return mlir_quantize(
             refined,
             conv._experimental_disable_per_channel,

@@ -90,7 +90,7 @@ def conversion_report(
         },
         "recipe": {
             **recipe.to_dict(), "chosen": chosen, "io_type": o.io_type, "per_channel": not o.per_tensor,
-            "ranges": None if recipe.qat or recipe.quantization not in ("int8", "auto") else o.ranges,
+            "ranges": o.activation_ranges(recipe),
             "target": o.target,
         },
         "labels": {
