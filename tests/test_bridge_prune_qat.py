@@ -176,3 +176,26 @@ def test_fine_tune_targets_and_ranges_are_checked_up_front() -> None:
         ConvertOptions(prune_targets="teacher")
     with pytest.raises(UsageError, match="--ranges must be minmax or mse"):
         ConvertOptions(ranges="percentile")
+
+
+def test_fine_tuning_batches_are_slices_of_the_arrays_each_image_once_an_epoch() -> None:
+    """fit() reads batches sliced from the arrays (no tensor copy of the whole training set)."""
+    from shoplens_convert._tf import tf_keras
+    from shoplens_convert.finetune import array_batches
+
+    x = np.arange(10, dtype=np.float32).reshape(10, 1) * np.ones((1, 3), np.float32)
+    y = np.arange(10)
+    b = array_batches(tf_keras().utils.Sequence, x, y, 4, seed=0)
+    assert len(b) == 3
+
+    def epoch() -> list[int]:
+        seen = [int(v) for i in range(len(b)) for v in b[i][1]]
+        assert all((b[i][0][:, 0] == b[i][1]).all() for i in range(len(b)))  # images stay with labels
+        return seen
+
+    first = epoch()
+    b.on_epoch_end()
+    second = epoch()
+    assert sorted(first) == sorted(second) == list(range(10)) and first != second
+    with pytest.raises(UsageError, match="non-empty and of one length"):
+        array_batches(tf_keras().utils.Sequence, x, y[:5], 4, seed=0)

@@ -322,6 +322,7 @@ def fine_tune_keras(
     import keras
 
     from shoplens.internal.progress import progress
+    from shoplens_convert.finetune import array_batches
 
     keras.utils.set_random_seed(0)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=output == "logits")
@@ -334,27 +335,10 @@ def fine_tune_keras(
         def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
             bar.advance()
 
-    class _Batches(keras.utils.PyDataset):  # type: ignore[misc]
-        """Shuffled batches sliced from the arrays: fit() on the arrays themselves would copy the
-        whole training set into a tensor first (58,000 images at 96x96: 6.4 GB more)."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.order = np.random.default_rng(0).permutation(len(x))
-
-        def __len__(self) -> int:
-            return -(-len(x) // batch_size)
-
-        def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-            idx = np.sort(self.order[i * batch_size : (i + 1) * batch_size])
-            return x[idx], y[idx]
-
-        def on_epoch_end(self) -> None:
-            np.random.default_rng(len(self.order) + int(self.order[0])).shuffle(self.order)
-
     t0 = time.perf_counter()
     try:
-        hist = model.fit(_Batches(), epochs=epochs, verbose=0, callbacks=[_Bar()])
+        hist = model.fit(array_batches(keras.utils.PyDataset, x, y, batch_size, 0), epochs=epochs, verbose=0,
+                         callbacks=[_Bar()])
     finally:
         bar.close()
     h = hist.history

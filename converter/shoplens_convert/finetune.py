@@ -15,8 +15,8 @@ from shoplens.errors import UsageError
 from shoplens.internal.progress import progress
 from shoplens_convert._tf import tf_keras
 
-__all__ = ["FineTuneOptions", "FineTuneResult", "fine_tune", "freeze_batchnorm", "mean_over_batches",
-           "recalibrate_batchnorm"]
+__all__ = ["FineTuneOptions", "FineTuneResult", "array_batches", "fine_tune", "freeze_batchnorm",
+           "mean_over_batches", "recalibrate_batchnorm"]
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,35 @@ def mean_over_batches(
     return batches
 
 
+def array_batches(base: type, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> Any:
+    """Shuffled batches sliced from the arrays, as an instance of ``base`` (tf-keras's
+    ``utils.Sequence`` or Keras 3's ``utils.PyDataset``): ``fit()`` on the arrays themselves first
+    copies the whole training set into a tensor (58,000 images at 96x96x3: 6.4 GB more, per fit).
+    Each epoch sees every image once, in a new order drawn from ``seed``.
+    """
+    if len(x) != len(y) or not len(x):
+        raise UsageError(f"training arrays must be non-empty and of one length, got {len(x)} and {len(y)}")
+    steps = -(-len(x) // batch_size)
+
+    class _Batches(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.order = self.rng.permutation(len(x))
+
+        def __len__(self) -> int:
+            return steps
+
+        def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+            idx = np.sort(self.order[i * batch_size : (i + 1) * batch_size])
+            return x[idx], y[idx]
+
+        def on_epoch_end(self) -> None:
+            self.rng.shuffle(self.order)
+
+    return _Batches()
+
+
 def fine_tune(
     model: Any,
     x: np.ndarray,
@@ -140,15 +169,9 @@ def fine_tune(
     tfk.utils.set_random_seed(options.seed)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            hist = model.fit(
-                x,
-                y,
-                batch_size=options.batch_size,
-                epochs=options.epochs,
-                shuffle=True,
-                verbose=0,
-                callbacks=[*(callbacks or []), _Bar()],
-            )
+            batches = array_batches(tfk.utils.Sequence, x, y, options.batch_size, options.seed)
+            callbacks = [*(callbacks or []), _Bar()]
+            hist = model.fit(batches, epochs=options.epochs, verbose=0, callbacks=callbacks)
     finally:
         bar.close()
     h = hist.history
