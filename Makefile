@@ -15,6 +15,9 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # the [convert] extra of pyproject.toml, split so that TFMOT's stale absl-py pin is not re-resolved
 CONVERT_DEPS := 'tensorflow>=2.21,<2.22' 'tf-keras>=2.21,<2.22' 'dm-tree~=0.1.1' mock scipy six
 TFMOT := 'tensorflow-model-optimization>=0.8.1,<0.9'
+# setuptools prints an "Editable installation" notice for every editable install of a two-root
+# layout (sdk/, converter/); the set-up output stays clean without it (other warnings still show)
+export PYTHONWARNINGS ?= ignore:Editable installation
 
 .PHONY: help setup data browser demo test lint clean train-reference release-model bench fuzz soak zoo battery
 
@@ -23,7 +26,7 @@ help:
 	@echo "make test   - set up .venv and run lint plus the whole test suite"
 	@echo "make train-reference - retrain the reference model (about 45 minutes on 2 CPU cores)"
 	@echo "make release-model - re-convert the released int8 model (sample_apps/reference_model/release)"
-	@echo "make bench  - measure speed, memory, sizes and accuracy; regenerate docs/benchmarks.md (~45 min)"
+	@echo "make bench  - measure speed, memory, sizes and accuracy; regenerate docs/benchmarks.md (hours; resumes)"
 	@echo "make fuzz   - 5,000 mutated models and 20,000 fuzzed frames"
 	@echo "make soak   - a million frames through one LIVE_STREAM classifier"
 	@echo "make zoo    - every recipe on 11 Keras Applications architectures and their transfer wrappers (hours)"
@@ -151,6 +154,7 @@ zoo: setup
 	$(PY) -m benchmarks.zoo --resume $(ZOO_ARGS)
 	$(PY) sample_apps/transfer_learning/train.py --out out/transfer --page docs/transfer_learning.md
 
-# Speed and memory targets are checked here, never as timed tests. Writes docs/benchmarks.md.
+# Speed and memory targets are checked here, never as timed tests. Writes docs/benchmarks.md. Each
+# finished section is kept in benchmarks/results/bench-partial.json at once; a stopped run resumes.
 bench: setup
-	$(PY) -m benchmarks $(BENCH_ARGS)
+	$(PY) -m benchmarks --resume $(BENCH_ARGS)

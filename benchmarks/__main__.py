@@ -3,6 +3,8 @@
     make bench                      # or: .venv/bin/python -m benchmarks
     .venv/bin/python -m benchmarks --quick   # smoke run, under 2 min; page in out/bench/
 
+    .venv/bin/python -m benchmarks --resume   # go on after an interrupted run (sections kept at once)
+    .venv/bin/python -m benchmarks --only peers --only scaling   # some sections now, the rest later
     .venv/bin/python -m benchmarks --render benchmarks/results/<file>.json   # rebuild the page only
 
 Sections (each figure is a ratio measured in the same run; this machine is shared and noisy):
@@ -41,6 +43,7 @@ import numpy as np
 
 from benchmarks import REF, ROOT, reference_key
 from benchmarks.page import render_markdown
+from benchmarks.targets import all_targets, size_targets
 
 PEERS = ("invoke", "naive", "mediapipe", "shoplens", "shoplens-video", "shoplens-live", "shoplens-gate",
          "shoplens-colour")  # fmt: skip
@@ -258,20 +261,107 @@ def soak(model: Path, n: int) -> dict:
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
-def size_targets(r: dict) -> dict:
-    """The converter's size targets, from Table 1."""
-    rows = {x["row"]: x for x in r.get("recipes", {}).get("rows", [])}
-    out = {}
-    if "int8" in rows:
-        v = rows["int8"]["ratio"]
-        pt = rows.get("int8 per-tensor", {}).get("ratio", float("nan"))
-        out["int8 <= 0.30x float32 bytes"] = (f"{v:.3f}x (per-tensor {pt:.3f}x)", v <= 0.30)
-    if "prune 75 % + int8" in rows:
-        v = rows["prune 75 % + int8"]["gzip_ratio"]
-        pt = rows.get("prune 75 % + int8 per-tensor", {}).get("gzip_ratio", float("nan"))
-        name = "pruned 75 % + int8 <= 0.12x float32 gzip bytes"
-        out[name] = (f"{v:.3f}x (per-tensor {pt:.3f}x)", v <= 0.12)
-    return out
+class Run:
+    """What every section reads: the run's flags, the reference int8 model and the kiosk frames."""
+
+    def __init__(self, out: Path, quick: bool) -> None:
+        self.out, self.quick = out, quick
+        print("building the reference int8 model", flush=True)
+        self.model = build_int8_model(out, 100 if quick else 300)
+        self.n_frames = 50 if quick else 200
+        self.frames, _, _ = kiosk_frames(self.n_frames, seed=99)
+        self.frames_path = out / "frames.npy"
+        np.save(self.frames_path, self.frames)
+
+    def n(self, quick: int, full: int) -> int:
+        return quick if self.quick else full
+
+
+def s_peers(c: Run) -> dict:
+    return {"frames": c.n_frames, "peers": run_peers(c.model, c.frames_path, c.n(300, 3000))}
+
+
+def s_scaling(c: Run) -> dict:
+    return {"scaling": scaling(c.model, c.frames, c.out, c.n(200, 1000)),
+            "profile": frame_profile(c.model, c.frames_path, c.n(300, 3000))}  # fmt: skip
+
+
+def s_colour(c: Run) -> dict:
+    from benchmarks import colour as colour_bench
+
+    res = colour_bench.run(c.n(200, 1000))
+    res["cost"] = colour_bench.cost(c.model, c.frames, c.n(3, 15))
+    return {"colour": res}
+
+
+def s_open_set(c: Run) -> dict:
+    from benchmarks import open_set
+
+    return {"open_set": open_set.run(quick=c.quick)}
+
+
+def s_recipes(c: Run) -> dict:
+    from benchmarks import convert_targets, where_int8_pays
+
+    res = convert_targets.run(c.quick, 58000, 2, ["float32", "int8"] if c.quick else None)
+    if c.quick:
+        return {"recipes": res}
+    res = convert_targets.finish(res)
+    convert_targets.write_markdown(res, ROOT / "docs" / "converter_targets.md")
+    print("Table 2: where int8 pays off (MobileNetV2 1.0, 224x224)", flush=True)
+    models = where_int8_pays.build_models()
+    pays = [{"recipe": name, "bytes": len(m), **{f"t{t}": where_int8_pays.time_invoke(m, t) for t in (1, 2)}}
+            for name, m in models.items()]  # fmt: skip
+    return {"recipes": res, "where_int8_pays": pays}
+
+
+def s_channels(c: Run) -> dict:
+    from benchmarks import channels
+
+    return {"channels": channels.run(c.quick, (0.5,) if c.quick else channels.RATIOS)}
+
+
+def s_search(c: Run) -> dict:
+    from benchmarks.search import run as search_run
+
+    return {"search": search_run(c.out, quick=c.quick)}
+
+
+def s_search_scale(c: Run) -> dict:
+    from benchmarks import search_scale
+
+    return {"search_scale": search_scale.run(c.out, quick=c.quick)}
+
+
+def s_beam(c: Run) -> dict:
+    from benchmarks import beam_scale
+
+    return {"beam": beam_scale.run(c.out, c.n(2000, 60000), build_float_model(c.out), c.model)}
+
+
+# (key, what the progress line says, section); each returns the results it adds
+SECTIONS = (
+    ("peers", "SDK against its peers", s_peers),
+    ("scaling", "scaling with frame size", s_scaling),
+    ("quality_gate", "quality gate", lambda c: {"quality_gate": quality_gate(c.n(200, 1000))}),
+    ("colour", "product colour on the labelled colour set", s_colour),
+    ("open_set", "open-set answers ('not a product') on the released reference model", s_open_set),
+    ("kiosk_accuracy", "kiosk accuracy",
+     lambda c: {"kiosk_accuracy": kiosk_accuracy(c.model, c.n(200, 2000))}),
+    ("soak", "LIVE_STREAM memory soak", lambda c: {"soak": soak(c.model, c.n(5000, 100_000))}),
+    ("recipes", "Table 1: recipes on the reference model", s_recipes),
+    ("channels", "channel pruning (structured) on the reference model", s_channels),
+    ("search", "visual search", s_search),
+    ("search_scale", "search at catalog scale (1M embeddings; the first run embeds them, about 50 min)",
+     s_search_scale),
+    ("beam", "catalog drift: one process against Beam's DirectRunner", s_beam),
+)
+
+
+def _checkpoint(path: Path, r: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(r, indent=2, default=str) + "\n")
+    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,6 +369,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="a smoke run of under 2 minutes")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench")
     ap.add_argument("--render", type=Path, help="only rebuild docs/benchmarks.md from a results file")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the sections a stopped run on the same reference model finished")  # fmt: skip
+    ap.add_argument("--only", action="append", choices=[k for k, _, _ in SECTIONS],
+                    help="run this section only (repeatable); the page waits for the rest")  # fmt: skip
     args = ap.parse_args(argv)
     if args.render:
         r = json.loads(args.render.read_text())
@@ -289,110 +383,46 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args.out.mkdir(parents=True, exist_ok=True)
     quick = args.quick
-    t0 = time.time()
-    r: dict = {"date": dt.date.today().isoformat(), "quick": quick, "machine": machine()}
-    print("building the reference int8 model", flush=True)
-    model = build_int8_model(args.out, 100 if quick else 300)
-    n_frames = 50 if quick else 200
-    frames, _, _ = kiosk_frames(n_frames, seed=99)
-    frames_path = args.out / "frames.npy"
-    np.save(frames_path, frames)
-    r["frames"] = n_frames
-    print("SDK against its peers", flush=True)
-    r["peers"] = run_peers(model, frames_path, 300 if quick else 3000)
-    p = r["peers"]
-    targets = {}
-    if all("fps" in p.get(k, {}) for k in ("shoplens", "invoke", "mediapipe", "shoplens-gate")):
-        e2e = p["shoplens"]["p50_ms"] / p["invoke"]["p50_ms"]
-        targets["end-to-end <= 1.5x invoke (p50)"] = (f"{e2e:.2f}x", e2e <= 1.5)
-        fr = p["shoplens"]["fps"] / p["mediapipe"]["fps"]
-        targets["frames/s >= 1.5x MediaPipe"] = (f"{fr:.2f}x", fr >= 1.5)
-        agree = float(np.mean(np.array(p["shoplens"]["top1"]) == np.array(p["mediapipe"]["top1"])))
-        targets["top-1 agreement with MediaPipe >= 99 %"] = (f"{agree * 100:.1f} %", agree >= 0.99)
-        gate = p["shoplens-gate"]["p50_ms"] / p["shoplens"]["p50_ms"] - 1
-        targets["quality gate costs <= 10 %"] = (f"{gate * 100:+.1f} %", gate <= 0.10)
-    print("scaling with frame size", flush=True)
-    r["scaling"] = scaling(model, frames, args.out, 200 if quick else 1000)
-    r["profile"] = frame_profile(model, frames_path, 300 if quick else 3000)
-    print("quality gate", flush=True)
-    r["quality_gate"] = quality_gate(200 if quick else 1000)
-    print("product colour on the labelled colour set", flush=True)
-    from benchmarks import colour as colour_bench
-
-    r["colour"] = colour_bench.run(200 if quick else 1000)
-    r["colour"]["cost"] = colour_bench.cost(model, frames, 3 if quick else 15)
-    targets.update(colour_bench.targets(r["colour"]))
-    print("open-set answers ('not a product') on the released reference model", flush=True)
-    from benchmarks import open_set
-
-    r["open_set"] = open_set.run(quick=quick)
-    targets.update(open_set.targets(r["open_set"]))
-    print("kiosk accuracy", flush=True)
-    r["kiosk_accuracy"] = k = kiosk_accuracy(model, 200 if quick else 2000)
-    if k.get("float_kiosk_top1"):
-        targets["kiosk top-1 >= float - 1 pt"] = (
-            f"{k['int8_top1'] * 100:.2f} % vs {k['float_kiosk_top1'] * 100:.2f} %",
-            k["int8_top1"] >= k["float_kiosk_top1"] - 0.01,
-        )
-    print("LIVE_STREAM memory soak", flush=True)
-    r["soak"] = s = soak(model, 5000 if quick else 100_000)
-    if "rss_growth_after_warmup_mb" in s:
-        g = s["rss_growth_after_warmup_mb"]
-        targets["RSS growth <= 5 MB in LIVE_STREAM"] = (f"{g} MB over {s['frames']:,} frames", g <= 5)
-    print("Table 1: recipes on the reference model", flush=True)
-    from benchmarks import convert_targets, where_int8_pays
-
-    only = ["float32", "int8"] if quick else None
-    r["recipes"] = convert_targets.run(quick, 58000, 2, only)
-    if not quick:
-        r["recipes"] = convert_targets.finish(r["recipes"])
-        convert_targets.write_markdown(r["recipes"], ROOT / "docs" / "converter_targets.md")
-        print("Table 2: where int8 pays off (MobileNetV2 1.0, 224x224)", flush=True)
-        models = where_int8_pays.build_models()
-        r["where_int8_pays"] = [
-            {"recipe": name, "bytes": len(m), **{f"t{t}": where_int8_pays.time_invoke(m, t) for t in (1, 2)}}
-            for name, m in models.items()
-        ]
-    print("channel pruning (structured) on the reference model", flush=True)
-    from benchmarks import channels
-
-    r["channels"] = channels.run(quick, (0.5,) if quick else channels.RATIOS)
-    targets.update(channels.targets(r["channels"]))
-    targets.update(size_targets(r))
-    print("visual search", flush=True)
-    from benchmarks.search import run as search_run
-
-    r["search"] = sr = search_run(args.out, quick=quick)
-    targets["embedding cosine float vs int8 >= 0.98 (mean)"] = (
-        f"{sr['embedding']['cosine_mean']:.4f}",
-        sr["embedding"]["cosine_mean"] >= 0.98,
-    )
-    targets["same-category precision@10 >= 0.90 (clean queries)"] = (
-        f"{sr['precision_at_10_clean']:.3f}",
-        sr["precision_at_10_clean"] >= 0.90,
-    )
-    print("search at catalog scale (1M embeddings; the first run embeds them, about 50 min)", flush=True)
-    from benchmarks import search_scale
-
-    r["search_scale"] = ss = search_scale.run(args.out, quick=quick)
-    targets.update(search_scale.targets(ss))
-    print("catalog drift: one process against Beam's DirectRunner", flush=True)
-    from benchmarks import beam_scale
-
-    r["beam"] = beam_scale.run(args.out, 2000 if quick else 60000, build_float_model(args.out), model)
-    r["targets"] = targets
-    r["seconds"] = round(time.time() - t0, 1)
-    res_dir = ROOT / "benchmarks" / "results"
+    run = Run(args.out, quick)
+    # every finished section is kept at once: a run stopped (or killed) late loses only the section
+    # it was in, and --resume goes on from there on the same reference model. A full run keeps them
+    # beside the results, so a stopped run can be committed and resumed on another machine.
+    res_dir = args.out if quick else ROOT / "benchmarks" / "results"
     res_dir.mkdir(parents=True, exist_ok=True)
+    partial = res_dir / f"bench-partial{'-quick' if quick else ''}.json"
+    r: dict = {}
+    if (args.resume or args.only) and partial.exists():
+        r = json.loads(partial.read_text())
+        if r.get("model") != run.model.name:
+            print(f"not resuming: {partial.name} was measured on {r.get('model')}", flush=True)
+            r = {}
+    if not r:
+        r = {"quick": quick, "model": run.model.name, "started": dt.date.today().isoformat(), "sections": {}}
+    for key, what, section in SECTIONS:
+        if key in r["sections"] or (args.only and key not in args.only):
+            continue
+        print(what, flush=True)
+        t = time.time()
+        r.update(section(run))
+        r["sections"][key] = {"date": dt.date.today().isoformat(), "seconds": round(time.time() - t, 1)}
+        _checkpoint(partial, r)
+    missing = [k for k, _, _ in SECTIONS if k not in r["sections"]]
+    if missing:
+        print(f"sections {', '.join(missing)} not run yet: {partial} holds the others (--resume)")
+        return 0
+    r.update(date=dt.date.today().isoformat(), machine=machine(), targets=all_targets(r))
+    r["seconds"] = round(sum(v["seconds"] for v in r["sections"].values()), 1)
     name = f"{r['date']}-{r['machine']['host']}{'-quick' if quick else ''}.json"
-    r["results_file"] = f"benchmarks/results/{name}"
+    r["results_file"] = str((res_dir / name).relative_to(ROOT) if (res_dir / name).is_relative_to(ROOT)
+                            else res_dir / name)
     (res_dir / name).write_text(json.dumps(r, indent=2, default=str) + "\n")
     # a --quick smoke run must not replace the published page with smoke figures
     page = args.out / "benchmarks-quick.md" if quick else ROOT / "docs" / "benchmarks.md"
     page.write_text(render_markdown(r))
+    partial.unlink()
     print(f"wrote {r['results_file']} and {page.relative_to(ROOT) if page.is_relative_to(ROOT) else page} "
           f"in {r['seconds']} s")
-    for name, (value, ok) in targets.items():
+    for name, (value, ok) in r["targets"].items():
         print(f"  {'ok  ' if ok else 'MISS'} {name}: {value}")
     return 0
 

@@ -1,0 +1,76 @@
+"""`python -m benchmarks --resume`: a stopped full bench keeps every section it finished.
+
+The sections here are small stand-ins (the real ones take hours); what is tested is the run's
+bookkeeping: each finished section is written at once, a resumed run skips exactly those, a run on
+another reference model starts over, and the page and results appear only when every section ran.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+from pathlib import Path
+
+import pytest
+
+bench = pytest.importorskip("benchmarks.__main__")
+
+
+def _setup(monkeypatch: pytest.MonkeyPatch, calls: list[str], fail: set[str], model: str = "ref-a.tflite"):
+    def section(key: str, value: dict):
+        def run(_ctx: object) -> dict:
+            calls.append(key)
+            if key in fail:
+                raise RuntimeError(f"section {key} killed")
+            return value
+
+        return run
+
+    monkeypatch.setattr(bench, "SECTIONS", (
+        ("peers", "peers", section("peers", {"frames": 3, "peers": {}})),
+        ("soak", "soak", section("soak", {"soak": {"frames": 10, "rss_growth_after_warmup_mb": 0.1}})),
+        ("search", "search", section("search", {"search": {}})),
+    ))  # fmt: skip
+    monkeypatch.setattr(bench, "Run", lambda out, quick: types.SimpleNamespace(model=Path(model)))
+    monkeypatch.setattr(bench, "render_markdown", lambda r: f"page with {sorted(r['sections'])}\n")
+
+
+def test_a_stopped_run_keeps_its_sections_and_a_resumed_run_does_only_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    _setup(monkeypatch, calls, fail={"soak"})
+    with pytest.raises(RuntimeError, match="soak killed"):
+        bench.main(["--quick", "--out", str(tmp_path)])
+    partial = tmp_path / "bench-partial-quick.json"
+    kept = json.loads(partial.read_text())
+    assert sorted(kept["sections"]) == ["peers"] and kept["frames"] == 3
+    assert not list(tmp_path.glob("*-quick.md"))  # no page from a part of the run
+
+    calls.clear()
+    _setup(monkeypatch, calls, fail=set())
+    assert bench.main(["--quick", "--out", str(tmp_path), "--resume"]) == 0
+    assert calls == ["soak", "search"]  # peers was kept, not measured again
+    assert not partial.exists()
+    (res,) = tmp_path.glob("*-quick.json")  # the partial file is gone
+    r = json.loads(res.read_text())
+    assert sorted(r["sections"]) == ["peers", "search", "soak"] and r["frames"] == 3
+    assert r["targets"]["RSS growth <= 5 MB in LIVE_STREAM"][1] is True
+    assert (tmp_path / "benchmarks-quick.md").read_text() == "page with ['peers', 'search', 'soak']\n"
+
+
+def test_only_runs_some_sections_and_another_model_starts_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls: list[str] = []
+    _setup(monkeypatch, calls, fail=set())
+    assert bench.main(["--quick", "--out", str(tmp_path), "--only", "soak"]) == 0
+    assert calls == ["soak"] and "peers, search not run yet" in capsys.readouterr().out
+    assert bench.main(["--quick", "--out", str(tmp_path), "--only", "peers"]) == 0
+    kept = json.loads((tmp_path / "bench-partial-quick.json").read_text())
+    assert sorted(kept["sections"]) == ["peers", "soak"]
+
+    calls.clear()
+    _setup(monkeypatch, calls, fail=set(), model="ref-b.tflite")
+    assert bench.main(["--quick", "--out", str(tmp_path), "--resume"]) == 0
+    assert "not resuming" in capsys.readouterr().out and calls == ["peers", "soak", "search"]
