@@ -73,3 +73,21 @@ def test_mse_ranges_narrow_activations_and_keep_the_model_s_answers(tiny_rgb) ->
     source = model.predict(test, verbose=0).argmax(1)
     agree_minmax, agree_mse = (float((top1(m) == source).mean()) for m in (minmax, mse))
     assert agree_mse >= 0.95 and agree_mse >= agree_minmax - 0.02, (agree_minmax, agree_mse)
+
+
+def test_float_fallback_candidates_get_mse_ranges_too(tiny_rgb) -> None:
+    """auto's int8-with-float-fallback candidates quantize with the ranges asked for."""
+    from shoplens_convert.selective import fallback_quantize, rank_layers
+
+    model = load_keras_model(tiny_rgb["keras"]).model
+    c = PreprocessContract.load(tiny_rgb["keras"].parent / "contract.json")
+    cal = calibration_frames(open_dataset("fashion-mnist:train:200"), c, 200)
+    deny = [rank_layers(model, cal, io_type="float32")[0].tensor]
+    a = read_model_info(fallback_quantize(model, cal, deny, io_type="float32"))
+    b = read_model_info(fallback_quantize(model, cal, deny, io_type="float32", ranges="mse"))
+    # the denylisted layer stays float in both
+    for info in (a, b):
+        assert {t.dtype for t in info.tensors if t.name == deny[0]} == {"float32"}
+    acts = {t.name: t.scales[0] for t in a.tensors if t.dtype == "int8" and len(t.scales) == 1}
+    narrowed = [t.scales[0] / acts[t.name] for t in b.tensors if t.name in acts and len(t.scales) == 1]
+    assert narrowed and min(narrowed) < 0.99 and max(narrowed) <= 1.0 + 1e-6

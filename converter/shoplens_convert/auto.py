@@ -64,7 +64,8 @@ def auto_select(
             k = 1
             while k <= min(recipe.fallback_max_layers, len(ranked)):
                 deny = [e.tensor for e in ranked[:k]]
-                raw = fallback_quantize(model, calibration, deny, io_type=io_type, per_tensor=per_tensor)
+                raw = fallback_quantize(model, calibration, deny, io_type=io_type, per_tensor=per_tensor,
+                                        ranges=ranges)  # fmt: skip
                 packed, cmp_ = _judged(judge, f"int8-fallback-{k}", raw)
                 last = (packed, f"int8-fallback ({k} float layers)", cmp_)
                 if cmp_.passed:

@@ -78,8 +78,14 @@ def fallback_quantize(
     *,
     io_type: str = "uint8",
     per_tensor: bool = False,
+    ranges: str = "minmax",
 ) -> bytes:
-    """int8 model with the ops producing ``denylist`` tensors left in float."""
+    """int8 model with the ops producing ``denylist`` tensors left in float.
+
+    ``ranges="mse"`` quantizes the rest with least-squares activation ranges, as ``--ranges mse``
+    does for plain int8 (:mod:`shoplens_convert.ranges`); the ranking that chose ``denylist`` was
+    measured with the calibrator's min/max ranges.
+    """
     tf = tensorflow()
 
     def run() -> bytes:
@@ -90,6 +96,10 @@ def fallback_quantize(
             debug_dataset=_debug_dataset(calibration),
             debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(denylist)),
         )
+        if ranges == "mse":  # the debugger quantizes its public calibrated_model: refine it first
+            from shoplens_convert.ranges import refine_ranges
+
+            debugger.calibrated_model = refine_ranges(bytes(debugger.calibrated_model), calibration)[0]
         return bytes(debugger.get_nondebug_quantized_model())
 
     return run_converter(f"int8 with {len(denylist)} float layers", run)
