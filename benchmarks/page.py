@@ -8,7 +8,13 @@ import numpy as np
 def _dates(r: dict) -> str:
     """The run's date, or its first and last when ``--resume`` carried it over several days."""
     start = r.get("started", r["date"])
-    return r["date"] if start == r["date"] else f"{start} to {r['date']} (resumed section by section)"
+    if start == r["date"]:
+        return str(r["date"])
+    by_day: dict[str, list[str]] = {}
+    for key, v in r.get("sections", {}).items():
+        by_day.setdefault(v["date"], []).append(key)
+    days = "; ".join(f"{d}: {', '.join(keys)}" for d, keys in sorted(by_day.items()))
+    return f"{start} to {r['date']}, resumed section by section ({days}); ratios compare within a section"
 
 
 def render_markdown(r: dict) -> str:
