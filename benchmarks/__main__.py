@@ -358,6 +358,16 @@ SECTIONS = (
 )
 
 
+def _commit() -> str:
+    """The checkout a section was measured on (``-dirty`` with uncommitted changes), '' without git."""
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=30)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
 def _checkpoint(path: Path, r: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(r, indent=2, default=str) + "\n")
@@ -404,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
         print(what, flush=True)
         t = time.time()
         r.update(section(run))
-        r["sections"][key] = {"date": dt.date.today().isoformat(), "seconds": round(time.time() - t, 1)}
+        r["sections"][key] = {"date": dt.date.today().isoformat(), "seconds": round(time.time() - t, 1),
+                              "commit": _commit()}  # fmt: skip
         _checkpoint(partial, r)
     missing = [k for k, _, _ in SECTIONS if k not in r["sections"]]
     if missing:
