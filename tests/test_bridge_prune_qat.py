@@ -199,3 +199,27 @@ def test_fine_tuning_batches_are_slices_of_the_arrays_each_image_once_an_epoch()
     assert sorted(first) == sorted(second) == list(range(10)) and first != second
     with pytest.raises(UsageError, match="non-empty and of one length"):
         array_batches(tf_keras().utils.Sequence, x, y[:5], 4, seed=0)
+    with b:
+        pass
+    with pytest.raises(RuntimeError, match="released"):
+        b[0]
+
+
+def test_fine_tuning_lets_go_of_the_training_set() -> None:
+    """tf-keras's fit() keeps its Sequence alive afterwards; the arrays must not stay with it (a
+    convert() leaked its whole preprocessed training set, 6 GB a recipe in make bench)."""
+    import gc
+    import weakref
+
+    from shoplens_convert._tf import tf_keras
+    from shoplens_convert.finetune import FineTuneOptions, fine_tune
+
+    tfk = tf_keras()
+    model = tfk.Sequential([tfk.layers.Input((8, 8, 1)), tfk.layers.Flatten(), tfk.layers.Dense(3)])
+    x = np.random.default_rng(0).random((40, 8, 8, 1), dtype=np.float32)
+    y = np.arange(40) % 3
+    gone = weakref.ref(x)
+    fine_tune(model, x, y, FineTuneOptions(epochs=1, batch_size=16), output="logits")
+    del x
+    gc.collect()
+    assert gone() is None

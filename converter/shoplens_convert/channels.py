@@ -337,8 +337,8 @@ def fine_tune_keras(
 
     t0 = time.perf_counter()
     try:
-        hist = model.fit(array_batches(keras.utils.PyDataset, x, y, batch_size, 0), epochs=epochs, verbose=0,
-                         callbacks=[_Bar()])
+        with array_batches(keras.utils.PyDataset, x, y, batch_size, 0) as batches:
+            hist = model.fit(batches, epochs=epochs, verbose=0, callbacks=[_Bar()])
     finally:
         bar.close()
     h = hist.history

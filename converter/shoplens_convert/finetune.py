@@ -112,28 +112,43 @@ def array_batches(base: type, x: np.ndarray, y: np.ndarray, batch_size: int, see
     ``utils.Sequence`` or Keras 3's ``utils.PyDataset``): ``fit()`` on the arrays themselves first
     copies the whole training set into a tensor (58,000 images at 96x96x3: 6.4 GB more, per fit).
     Each epoch sees every image once, in a new order drawn from ``seed``.
+
+    Use it as a context manager: on leaving, the batches drop the arrays. tf-keras's ``fit()`` keeps
+    the Sequence alive after it returns (its generator adapter stays referenced), and with the arrays
+    that pinned the whole training set for the life of the process: 700 MB per ``convert()`` at
+    5,000 images, 6 GB per recipe at 58,000, until ``make bench`` ran out of memory.
     """
     if len(x) != len(y) or not len(x):
         raise UsageError(f"training arrays must be non-empty and of one length, got {len(x)} and {len(y)}")
     steps = -(-len(x) // batch_size)
 
     class _Batches(base):  # type: ignore[misc, valid-type]
-        def __init__(self) -> None:
+        def __init__(self, x: np.ndarray, y: np.ndarray) -> None:  # arguments: no closure over the arrays
             super().__init__()
             self.rng = np.random.default_rng(seed)
             self.order = self.rng.permutation(len(x))
+            self.x: np.ndarray | None = x
+            self.y: np.ndarray | None = y
 
         def __len__(self) -> int:
             return steps
 
         def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+            if self.x is None or self.y is None:
+                raise RuntimeError("these batches were released")
             idx = np.sort(self.order[i * batch_size : (i + 1) * batch_size])
-            return x[idx], y[idx]
+            return self.x[idx], self.y[idx]
 
         def on_epoch_end(self) -> None:
             self.rng.shuffle(self.order)
 
-    return _Batches()
+        def __enter__(self) -> Any:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.x = self.y = None
+
+    return _Batches(x, y)
 
 
 def fine_tune(
@@ -169,9 +184,9 @@ def fine_tune(
     tfk.utils.set_random_seed(options.seed)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            batches = array_batches(tfk.utils.Sequence, x, y, options.batch_size, options.seed)
             callbacks = [*(callbacks or []), _Bar()]
-            hist = model.fit(batches, epochs=options.epochs, verbose=0, callbacks=callbacks)
+            with array_batches(tfk.utils.Sequence, x, y, options.batch_size, options.seed) as batches:
+                hist = model.fit(batches, epochs=options.epochs, verbose=0, callbacks=callbacks)
     finally:
         bar.close()
     h = hist.history
