@@ -122,7 +122,7 @@ def array_batches(base: type, x: np.ndarray, y: np.ndarray, batch_size: int, see
         raise UsageError(f"training arrays must be non-empty and of one length, got {len(x)} and {len(y)}")
     steps = -(-len(x) // batch_size)
 
-    class _Batches(base):  # type: ignore[misc, valid-type]
+    class _Batches(base):  # type: ignore[misc]
         def __init__(self, x: np.ndarray, y: np.ndarray) -> None:  # arguments: no closure over the arrays
             super().__init__()
             self.rng = np.random.default_rng(seed)
