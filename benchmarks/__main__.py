@@ -43,10 +43,8 @@ import numpy as np
 
 from benchmarks import REF, ROOT, reference_key
 from benchmarks.page import render_markdown
+from benchmarks.peers import run_peers
 from benchmarks.targets import all_targets, size_targets
-
-PEERS = ("invoke", "naive", "mediapipe", "shoplens", "shoplens-video", "shoplens-live", "shoplens-gate",
-         "shoplens-colour")  # fmt: skip
 
 
 def machine() -> dict:
@@ -117,23 +115,6 @@ def kiosk_frames(n: int, seed: int, bad_fraction: float = 0.0) -> tuple[np.ndarr
     x, y = load_fashion_mnist("test")
     rows = list(iter_kiosk_frames(x, y, n, seed=seed, config=KioskConfig(bad_fraction=bad_fraction)))
     return np.stack([f for f, _, _ in rows]), np.array([lab for _, lab, _ in rows]), [b for _, _, b in rows]
-
-
-def run_peers(model: Path, frames_path: Path, runs: int, peers: tuple[str, ...] = PEERS) -> dict:
-    res = {}
-    for peer in peers:
-        proc = subprocess.run(
-            [sys.executable, "-m", "benchmarks.peers", peer, "--model", str(model),
-             "--frames", str(frames_path),
-             "--runs", str(runs)],
-            capture_output=True, text=True, cwd=ROOT, timeout=1800,
-        )  # fmt: skip
-        if proc.returncode != 0:
-            res[peer] = {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
-            continue
-        res[peer] = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(f"  {peer:<15} {res[peer].get('fps', '?')} frames/s", flush=True)
-    return res
 
 
 SCALING_SIZES = ((320, 240), (640, 480), (1280, 720), (1920, 1080))
@@ -278,7 +259,8 @@ class Run:
 
 
 def s_peers(c: Run) -> dict:
-    return {"frames": c.n_frames, "peers": run_peers(c.model, c.frames_path, c.n(300, 3000))}
+    peers = run_peers(c.model, c.frames_path, c.n(300, 3000), rounds=c.n(1, 3))
+    return {"frames": c.n_frames, "peers": peers}
 
 
 def s_scaling(c: Run) -> dict:
