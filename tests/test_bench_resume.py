@@ -74,3 +74,21 @@ def test_only_runs_some_sections_and_another_model_starts_over(
     _setup(monkeypatch, calls, fail=set(), model="ref-b.tflite")
     assert bench.main(["--quick", "--out", str(tmp_path), "--resume"]) == 0
     assert "not resuming" in capsys.readouterr().out and calls == ["peers", "soak", "search"]
+
+
+def test_peers_are_measured_in_interleaved_rounds_and_keep_the_median_round(tiny_rgb, tmp_path: Path) -> None:
+    """Real peer processes on a real int8 model: every round of every peer is kept, a peer's figures
+    are its median round's, and a peer that fails says why instead of stopping the others."""
+    import numpy as np
+
+    from benchmarks.peers import run_peers
+
+    frames = tmp_path / "frames.npy"
+    np.save(frames, np.random.default_rng(0).integers(0, 256, (4, 48, 64, 3), dtype=np.uint8))
+    res = run_peers(tiny_rgb["int8"], frames, 30, ("invoke", "shoplens", "no-such-peer"), rounds=3)
+    for peer in ("invoke", "shoplens"):
+        r = res[peer]
+        assert len(r["rounds_p50_ms"]) == len(r["rounds_fps"]) == 3
+        assert r["p50_ms"] == sorted(r["rounds_p50_ms"])[1]
+        assert (r["p50_ms"], r["fps"]) in zip(r["rounds_p50_ms"], r["rounds_fps"], strict=True)
+    assert "invalid choice" in res["no-such-peer"]["error"]
