@@ -36,8 +36,8 @@ def render_markdown(r: dict) -> str:
         "",
         f"Reference int8 model (uint8 I/O), {r['frames']} distinct 640x480 BGR kiosk frames, 1 thread, "
         "one process per row. Every timing is per frame after a 50-frame warm-up; the first inference "
-        "is reported apart. Agreement is top-1 agreement with MediaPipe on the same frames (both use "
-        "the centre square of the frame).",
+        f"is reported apart. {_rounds(peers)}Agreement is top-1 agreement with MediaPipe on the same "
+        "frames (both use the centre square of the frame).",
         "",
         "| peer | frames/s | p50 ms | p95 ms | first ms | vs MediaPipe | agreement | peak RSS MB |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -219,6 +219,13 @@ def render_markdown(r: dict) -> str:
     if "beam" in r:
         lines += beam_markdown(r["beam"])
     return "\n".join(lines) + "\n"
+
+
+def _rounds(peers: dict) -> str:
+    n = max((len(d.get("rounds_p50_ms", [])) for d in peers.values()), default=0)
+    if n < 2:
+        return ""
+    return f"The peers ran in {n} interleaved rounds (each peer in turn, then again); a row is its median. "
 
 
 def colour_markdown(c: dict, peers: dict) -> list[str]:
