@@ -429,6 +429,7 @@ MISSED_WHY = {
     "pruned 75 % + int8 <= 0.12x float32 gzip bytes": (
         "the kept weights themselves: with unstructured sparsity gzip pays about 0.81 bit per weight for "
         "the positions of the 25 % kept plus their 8-bit values; the dense depthwise kernels, biases and "
-        "scales add a fixed cost. Per-tensor gets 0.129x; per-part gzip sizes in converter_targets.md."
+        "scales add a fixed cost. Per-tensor quantization removes most scales (its figure is beside the "
+        "target); per-part gzip sizes in converter_targets.md."
     ),
 }
