@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from benchmarks.targets import paired_ratio
+
 
 def _dates(r: dict) -> str:
     """The run's date, or its first and last when ``--resume`` carried it over several days."""
@@ -46,7 +48,7 @@ def render_markdown(r: dict) -> str:
         if "error" in d:
             lines.append(f"| {name} | error: {d['error']} | | | | | | |")
             continue
-        ratio = f"{d['fps'] / mp_fps:.2f}x" if mp_fps else ""
+        ratio = f"{paired_ratio(d, peers['mediapipe'], 'fps'):.2f}x" if mp_fps else ""
         agree = ""
         if mp_top and d.get("top1") and name not in ("invoke", "mediapipe"):
             a, b = np.array(d["top1"]), np.array(mp_top)
@@ -225,7 +227,8 @@ def _rounds(peers: dict) -> str:
     n = max((len(d.get("rounds_p50_ms", [])) for d in peers.values()), default=0)
     if n < 2:
         return ""
-    return f"The peers ran in {n} interleaved rounds (each peer in turn, then again); a row is its median. "
+    return (f"The peers ran in {n} interleaved rounds (each peer in turn, then again); a row is its median "
+            "round, and the targets take the median of the ratios within each round. ")
 
 
 def colour_markdown(c: dict, peers: dict) -> list[str]:

@@ -92,3 +92,16 @@ def test_peers_are_measured_in_interleaved_rounds_and_keep_the_median_round(tiny
         assert r["p50_ms"] == sorted(r["rounds_p50_ms"])[1]
         assert (r["p50_ms"], r["fps"]) in zip(r["rounds_p50_ms"], r["rounds_fps"], strict=True)
     assert "invalid choice" in res["no-such-peer"]["error"]
+
+
+def test_targets_take_ratios_within_a_round() -> None:
+    """With interleaved rounds a ratio pairs peers measured side by side in one round; without, the
+    single figures. (Medians from different rounds would pair a fast spell with a slow one.)"""
+    from benchmarks.targets import paired_ratio
+
+    a = {"p50_ms": 2.0, "rounds_p50_ms": [1.0, 2.0, 3.0]}
+    b = {"p50_ms": 2.0, "rounds_p50_ms": [3.0, 1.0, 2.0]}
+    assert paired_ratio(a, b, "p50_ms") == 1.5  # ratios 1/3, 2, 1.5 (the medians alone would say 1.0)
+    b["rounds_p50_ms"] = [3.0, 1.0]  # rounds that do not pair up: the single figures
+    assert paired_ratio(a, b, "p50_ms") == 1.0
+    assert paired_ratio({"fps": 30.0}, {"fps": 10.0}, "fps") == 3.0
