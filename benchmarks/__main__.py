@@ -340,14 +340,27 @@ SECTIONS = (
 )
 
 
+# what a run writes itself: a change there does not make the measured checkout "dirty"
+RUN_OUTPUTS = ("benchmarks/results", "docs/benchmarks.md", "docs/converter_targets.md",
+               "docs/where_int8_pays.md")  # fmt: skip
+
+
 def _commit() -> str:
-    """The checkout a section was measured on (``-dirty`` with uncommitted changes), '' without git."""
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=30)  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
+    """The checkout a section was measured on, ``-dirty`` when its code differs; '' without git."""
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    head = git("describe", "--always")
+    if not head:
         return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                  *(f":(exclude){p}" for p in RUN_OUTPUTS))  # fmt: skip
+    return head + ("" if changed == "" else "-dirty")  # a failed status does not vouch for a clean tree
 
 
 def _checkpoint(path: Path, r: dict) -> None:

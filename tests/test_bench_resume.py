@@ -105,3 +105,32 @@ def test_targets_take_ratios_within_a_round() -> None:
     b["rounds_p50_ms"] = [3.0, 1.0]  # rounds that do not pair up: the single figures
     assert paired_ratio(a, b, "p50_ms") == 1.0
     assert paired_ratio({"fps": 30.0}, {"fps": 10.0}, "fps") == 3.0
+
+
+def test_a_section_names_the_checkout_and_only_code_changes_make_it_dirty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)  # fmt: skip
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "docs").mkdir()
+    for f in ("code.py", "benchmarks/results/bench-partial.json", "docs/benchmarks.md"):
+        (tmp_path / f).write_text("1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "base")
+    monkeypatch.setattr(bench, "ROOT", tmp_path)
+    head = bench._commit()
+    assert head and not head.endswith("-dirty")
+    # the run writes its own checkpoint and page: the measured code is still the commit's
+    (tmp_path / "benchmarks/results/bench-partial.json").write_text("2\n")
+    (tmp_path / "docs/benchmarks.md").write_text("2\n")
+    assert bench._commit() == head
+    (tmp_path / "code.py").write_text("2\n")
+    assert bench._commit() == head + "-dirty"
+    monkeypatch.setattr(bench, "ROOT", tmp_path / "no-such-dir")
+    assert bench._commit() == ""
