@@ -72,6 +72,20 @@ def _recall(got: list, want: list) -> float:
     return float(np.mean([len({h.row for h in a} & {h.row for h in b}) / max(1, len(b)) for a, b in pairs]))
 
 
+def test_the_benchmark_catalog_does_not_depend_on_the_workers(converted: Path, tmp_path: Path) -> None:
+    """The 1M-view catalog is embedded by one process a core: every block has its own seed."""
+    from benchmarks.search_data import build
+
+    model = converted / "embedding.tflite"
+    one = build(model, 130, tmp_path / "one", workers=1, block=50, show_progress=False)
+    two = build(model, 130, tmp_path / "two", workers=2, block=50, show_progress=False)
+    v1, v2 = np.load(one[0]), np.load(two[0])
+    assert v1.shape == (130, v1.shape[1]) and np.array_equal(v1, v2)
+    assert np.array_equal(np.load(one[1]), np.load(two[1]))
+    assert len(np.unique(v1, axis=0)) == 130  # every view its own, also across blocks
+    assert not list((tmp_path / "two").glob(".*.partial"))
+
+
 def test_recall_against_exact_search(hnsw_index: Path, embeddings) -> None:
     v, _ = embeddings
     qs = v[N_ITEMS:]
