@@ -142,7 +142,7 @@ def targets(c: dict) -> dict[str, tuple[str, bool]]:
     lo, hi = half["drop_ci95_pts"]
     inv, size = half["invoke_ratio"], half["bytes_ratio"]
     return {
-        "channel-pruned 50 %: invoke <= 0.55x dense int8": (f"{inv:.2f}x", inv <= 0.55),
+        "channel-pruned 50 %: invoke <= 0.55x dense int8": (f"{inv:.3f}x", inv <= 0.55),
         "channel-pruned 50 %: bytes <= 0.55x dense int8": (f"{size:.2f}x", size <= 0.55),
         "channel-pruned 50 %: top-1 drop <= 1.0 pt": (
             f"{half['drop_pts']:+.2f} pt (95 % CI {lo:+.2f} to {hi:+.2f})",

@@ -1,6 +1,6 @@
 """Search at catalog scale: 1,000,000 and 100,000 real embeddings, the HNSW index against exact search.
 
-    .venv/bin/python -m benchmarks.search_scale [--quick]    # first run: ~50 min to embed 1M views
+    .venv/bin/python -m benchmarks.search_scale [--quick]    # first run: ~25 min to embed 1M views (2 cores)
 
 * data: ``benchmarks.search_data`` (the reference embedding model on Fashion-MNIST products in
   kiosk scenes; cached under ``out/bench``); the queries are 1,000 other views (another seed);
