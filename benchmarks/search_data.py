@@ -68,7 +68,7 @@ def build(
     Blocks of ``block`` views are rendered and embedded by ``workers`` processes (default: one a
     core); every block has its own seed, so the data are the same whatever the number of workers.
     """
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
     from shoplens.internal.atomic import sha256_file
@@ -103,8 +103,8 @@ def build(
                 # spawned, not forked: the caller may hold TensorFlow's threads
                 with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
                     futs = {pool.submit(_render_block, model, n, seed, block, b): b for b in range(blocks)}
-                    for f, b in futs.items():
-                        keep(b, *f.result())
+                    for f in as_completed(futs):  # written as each ends: no finished block waits in memory
+                        keep(futs[f], *f.result())
         except BaseException:
             vecs = None
             partial.unlink(missing_ok=True)
