@@ -155,7 +155,9 @@ def cell_options(recipe: str, *, eval_n: int, train_n: int, calib_n: int, latenc
     if recipe == "edgetpu":
         return ConvertOptions(recipe="int8", target="edgetpu", **common)
     if recipe == "auto":
-        return ConvertOptions(recipe="auto", max_drop=2.0, **common)
+        # the guard asks what the cell's bound asks: auto moves on (float fallback, dynamic) below it
+        return ConvertOptions(recipe="auto", max_drop=2.0, min_agreement=round(100 * BOUNDS["auto"][0], 6),
+                              **common)
     if recipe == "qat-int8":
         return ConvertOptions(recipe="qat-int8", **common, **train)
     if recipe == "prune-int8":
@@ -195,6 +197,7 @@ def run_cell(
     row.update(
         converts=True,
         chosen=r["recipe"]["chosen"],
+        guard_min_agreement=acc.get("min_agreement_pct"),
         bytes=r["sizes"]["model_bytes"],
         ratio_to_float32=r["sizes"]["ratio_to_float32"],
         agreement=acc.get("agreement"),

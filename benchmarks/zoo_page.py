@@ -30,6 +30,8 @@ def _cell_text(c: dict[str, Any], source: float | None = None) -> str:
         parts.insert(
             1, f"TPU {100 * c['edgetpu_ops_share']:.0f} % ops / {100 * c['edgetpu_macs_share']:.0f} % MACs"
         )
+    if c["recipe"] == "auto" and c.get("chosen") not in (None, "int8"):
+        parts.insert(1, f"chose {c['chosen']}")
     mark = "" if meets_bound(c) else " ⚠"
     retrained = source is not None and c.get("source_top1") not in (None, source)
     return (", ".join(parts) + mark + "".join(f" {sign}" for sign in _stale(c))
@@ -51,6 +53,9 @@ _STALE = (
     ("°", ("prune-int8", "pqat-int8"), "prune_targets",
      "fine-tuned the pruned model on the labels rather than on the dense model's scores",
      "--redo prune-int8 --redo pqat-int8"),
+    ("‖", ("auto",), "guard_min_agreement",
+     "let auto keep the first candidate within the 2 pt top-1 drop, without also asking for the "
+     "cell's agreement bound (`--min-agreement`)", "--redo auto"),
 )  # fmt: skip
 
 
@@ -58,7 +63,9 @@ def _stale(c: dict[str, Any]) -> list[str]:
     """The marks of the earlier converters that measured this cell (the key missing, or the old
     default of a choice that is now made the other way)."""
     return [sign for sign, recipes, key, _why, _redo in _STALE
-            if c["recipe"] in recipes and c.get("converts") and c.get(key) in (None, "labels")]  # fmt: skip
+            if c["recipe"] in recipes and c.get("converts") and c.get(key) in (None, "labels")
+            # an auto cell within its agreement bound chose what --min-agreement would choose too
+            and not (sign == "‖" and c.get("agreement", 0) >= BOUNDS["auto"][0])]  # fmt: skip
 
 
 def render_page(results: dict[str, Any]) -> str:
@@ -101,7 +108,9 @@ def render_page(results: dict[str, Any]) -> str:
         "",
         "Each cell: bytes as a share of float32, top-1 agreement with the Keras source, mean |score "
         "delta|, invoke ms (1 thread), convert seconds; for `edgetpu` the share of ops and MACs the "
-        "pre-flight maps to the Edge TPU. ⚠ marks a cell outside its bound.",
+        "pre-flight maps to the Edge TPU. ⚠ marks a cell outside its bound. `auto` runs under "
+        "`--max-drop 2 --min-agreement 93` (the int8 bound): where full int8 agrees less, it moves on to "
+        "int8 with the worst layers in float, then dynamic, and the cell names the candidate it chose.",
         "",
         *(
             line

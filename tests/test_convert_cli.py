@@ -75,6 +75,13 @@ def test_guard_failure_writes_report_but_no_model(tiny_rgb, tmp_path: Path) -> N
     report = json.loads((out / "report.json").read_text())
     assert report["status"]["accepted"] is False and report["accuracy"]["drop_pts"] > 1
     assert "REJECTED" in (out / "report.md").read_text()
+    # within any drop budget, the agreement limit alone rejects it
+    p = run_cli("convert", str(tiny_rgb["keras"]), "--out", str(out), "--calib-data", str(cal.parent),
+                "--calib-count", "1", "--eval-data", "fashion-mnist:test:300", "--max-drop", "100",
+                "--min-agreement", "99", "--overwrite")  # fmt: skip
+    one_line_error(p, 1, "is below --min-agreement 99 %")
+    assert sorted(x.name for x in out.iterdir()) == ["report.json", "report.md"]
+    assert json.loads((out / "report.json").read_text())["accuracy"]["min_agreement_pct"] == 99
 
 
 def test_auto_recipe_explains_its_choice(tiny_rgb, tmp_path: Path) -> None:
@@ -86,7 +93,7 @@ def test_auto_recipe_explains_its_choice(tiny_rgb, tmp_path: Path) -> None:
     out = tmp_path / "auto"
     p = run_cli("convert", str(tiny_rgb["keras"]), "--out", str(out), "--recipe", "auto",
                 "--calib-data", str(cal.parent), "--eval-data", "fashion-mnist:test:300",
-                "--max-drop", "1", "--json")  # fmt: skip
+                "--max-drop", "1", "--min-agreement", "95", "--json")  # fmt: skip
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout)
     names = [t["candidate"] for t in r["auto_trials"]]
@@ -95,6 +102,9 @@ def test_auto_recipe_explains_its_choice(tiny_rgb, tmp_path: Path) -> None:
     assert names[1].startswith("int8-fallback")  # float fallback was tried before dynamic
     assert r["fallback"]["ranking"]  # the per-layer error ranking is in the report
     assert r["status"]["accepted"] and r["accuracy"]["drop_pts"] <= 1
+    assert r["accuracy"]["agreement"] >= 0.95 and all(
+        t["passed"] == (t["drop_pts"] <= 1 and t["agreement"] >= 0.95) for t in r["auto_trials"]
+    )
 
 
 def test_bake_preprocessing_takes_raw_bgr_bytes(tiny_rgb, tmp_path: Path, fmnist_test) -> None:

@@ -72,6 +72,8 @@ def test_cell_converts_and_agrees_with_its_source(sources, arch: str, transfer: 
     if recipe == "edgetpu":
         # the Reshape head maps too, and so does hard swish (not as HARD_SWISH, which it cannot run)
         assert row["edgetpu_ops_share"] == 1.0, row["edgetpu_summary"]
+    if recipe == "auto":  # the guard asked for the cell's own agreement bound
+        assert row["guard_min_agreement"] == pytest.approx(100 * lo_agree)
     if recipe in ("qat-int8", "prune-int8", "pqat-int8"):
         assert row["bridge"] and row["bridge_max_difference"] < 1e-3, row  # before any training
     if recipe in ("prune-int8", "pqat-int8"):  # pruning's fine-tune learnt the dense model's scores

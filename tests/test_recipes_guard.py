@@ -90,6 +90,10 @@ def test_convert_options_validation() -> None:
         ConvertOptions(prune=0.5)
     with pytest.raises(UsageError, match="needs --eval-data"):
         ConvertOptions(max_drop=0.5)
+    with pytest.raises(UsageError, match="--min-agreement needs --eval-data"):
+        ConvertOptions(min_agreement=93)
+    with pytest.raises(UsageError, match=r"0\.\.100"):
+        ConvertOptions(min_agreement=101, eval_data="fashion-mnist:test:10")
     with pytest.raises(UsageError, match="--target"):
         ConvertOptions(target="gpu")
     with pytest.raises(UsageError, match="needs --bake-preprocessing"):

@@ -67,6 +67,11 @@ class AccuracyComparison:
     converted: EvalResult
     metrics: PairedResult
     max_drop: float | None
+    min_agreement: float | None = None  # top-1 agreement with the source, in %
+
+    @property
+    def agreement_pct(self) -> float:
+        return 100.0 * self.metrics.agreement
 
     @property
     def drop(self) -> float:
@@ -79,7 +84,20 @@ class AccuracyComparison:
 
     @property
     def passed(self) -> bool:
-        return self.max_drop is None or self.drop <= self.max_drop
+        return not self.failures
+
+    @property
+    def failures(self) -> list[str]:
+        """The limits this conversion misses, each in a few words; empty when it passes."""
+        out = []
+        if self.max_drop is not None and self.drop > self.max_drop:
+            lo, hi = self.ci95
+            out.append(f"top-1 drop {self.drop:.2f} pt (95 % CI {lo:+.2f}..{hi:+.2f}) exceeds --max-drop "
+                       f"{self.max_drop:g} pt")  # fmt: skip
+        if self.min_agreement is not None and self.agreement_pct < self.min_agreement:
+            out.append(f"top-1 agreement {self.agreement_pct:.2f} % is below --min-agreement "
+                       f"{self.min_agreement:g} %")  # fmt: skip
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,11 +114,14 @@ class AccuracyComparison:
             "abs_score_delta_max": round(self.metrics.abs_delta_max, 6),
             "kl_mean": round(self.metrics.kl_mean, 6),
             "max_drop_pts": self.max_drop,
+            "min_agreement_pct": self.min_agreement,
             "passed": self.passed,
         }
 
 
-def compare(source: EvalResult, converted: EvalResult, max_drop: float | None) -> AccuracyComparison:
+def compare(
+    source: EvalResult, converted: EvalResult, max_drop: float | None, min_agreement: float | None = None
+) -> AccuracyComparison:
     """Pair two evaluations of the same images (kept scores) through drift's accumulator."""
     if not np.array_equal(source.labels, converted.labels) or source.n == 0:
         raise DataError("the source and converted models were evaluated on different images")
@@ -108,4 +129,4 @@ def compare(source: EvalResult, converted: EvalResult, max_drop: float | None) -
         raise DataError("the accuracy guard needs both evaluations' scores (keep_scores=True)")
     acc = PairedMetrics(len(source.label_names))
     acc.add(to_probabilities(source.scores), to_probabilities(converted.scores), source.labels)
-    return AccuracyComparison(source, converted, acc.result(), max_drop)
+    return AccuracyComparison(source, converted, acc.result(), max_drop, min_agreement)

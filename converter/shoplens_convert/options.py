@@ -48,6 +48,7 @@ class ConvertOptions:
     calib_count: int = 300
     eval_data: str | None = None
     max_drop: float | None = None
+    min_agreement: float | None = None  # top-1 agreement with the source, in %
     target: str = "cpu"
     io_type: str = "uint8"
     per_tensor: bool = False
@@ -88,6 +89,11 @@ class ConvertOptions:
             raise UsageError(f"--max-drop must be >= 0 points, got {self.max_drop}")
         if self.max_drop is not None and not self.eval_data:
             raise UsageError("--max-drop needs --eval-data to measure the drop on")
+        if self.min_agreement is not None and not (np.isfinite(self.min_agreement)
+                                                   and 0 <= self.min_agreement <= 100):  # fmt: skip
+            raise UsageError(f"--min-agreement must be in 0..100 %, got {self.min_agreement}")
+        if self.min_agreement is not None and not self.eval_data:
+            raise UsageError("--min-agreement needs --eval-data to measure the agreement on")
         if self.target not in TARGETS:
             raise UsageError(f"--target must be one of {', '.join(TARGETS)}, got {self.target!r}")
         if self.io_type not in ("uint8", "int8"):

@@ -272,14 +272,15 @@ def quantize_stage(
         if eval_ds is None or source_eval is None:
             return packed, None
         conv_eval = evaluate_tflite(packed, eval_ds, name=candidate, show_progress=o.show_progress)
-        cmp_ = compare(source_eval, conv_eval, o.max_drop)
+        cmp_ = compare(source_eval, conv_eval, o.max_drop, o.min_agreement)
         trials.append({"candidate": candidate, "bytes": len(packed), **cmp_.to_dict()})
         return packed, cmp_
 
     if recipe.quantization == "auto":
-        if eval_ds is None or o.max_drop is None:
+        if eval_ds is None or (o.max_drop is None and o.min_agreement is None):
             raise UsageError(
-                "--recipe auto picks the smallest model that meets --max-drop; add --eval-data and --max-drop"
+                "--recipe auto picks the smallest model that meets --max-drop (and --min-agreement); "
+                "add --eval-data and --max-drop"
             )
         fallback: dict[str, Any] = {}
         model_bytes, chosen, comparison = auto_select(

@@ -43,11 +43,10 @@ def _status(chosen: str, comparison: Any, max_drop: float | None) -> dict[str, A
         )
         if max_drop is not None:
             msg += f" within the {max_drop:g} pt budget"
+        if comparison.min_agreement is not None:
+            msg += f", agreement {comparison.agreement_pct:.2f} % >= {comparison.min_agreement:g} %"
         return {"accepted": True, "checked": True, "message": msg}
-    msg = (
-        f"top-1 drop {comparison.drop:.2f} pt (95 % CI {lo:+.2f}..{hi:+.2f}) exceeds --max-drop "
-        f"{max_drop:g} pt with recipe {chosen}; no model written (see report.md)"
-    )
+    msg = f"{'; '.join(comparison.failures)} with recipe {chosen}; no model written (see report.md)"
     return {"accepted": False, "checked": True, "message": msg}
 
 
@@ -211,6 +210,7 @@ def render_markdown(r: dict[str, Any]) -> str:
     ]
     acc = r.get("accuracy")
     if acc:
+        at_least = acc.get("min_agreement_pct")
         lines += [
             "",
             f"## Accuracy on {acc['data']} ({acc['n']} images)",
@@ -218,18 +218,20 @@ def render_markdown(r: dict[str, Any]) -> str:
             f"- drop {acc['drop_pts']:+.2f} pt, "
             f"95 % CI [{acc['drop_ci95_pts'][0]:+.2f}, {acc['drop_ci95_pts'][1]:+.2f}]"
             + (f", budget {acc['max_drop_pts']:g} pt" if acc["max_drop_pts"] is not None else ""),
-            f"- prediction agreement {acc['agreement'] * 100:.2f} %",
+            f"- prediction agreement {acc['agreement'] * 100:.2f} %"
+            + (f", at least {at_least:g} %" if at_least is not None else ""),
         ]
     if r.get("auto_trials"):
         lines += [
             "",
             "## Candidates tried (auto)",
-            "| candidate | KiB | drop pt | passed |",
-            "|---|---:|---:|---|",
+            "| candidate | KiB | drop pt | agreement | passed |",
+            "|---|---:|---:|---:|---|",
         ]
         for t in r["auto_trials"]:
             lines.append(
-                f"| {t['candidate']} | {t['bytes'] / 1024:.1f} | {t['drop_pts']:+.2f} | {t['passed']} |"
+                f"| {t['candidate']} | {t['bytes'] / 1024:.1f} | {t['drop_pts']:+.2f} "
+                f"| {t['agreement'] * 100:.1f} % | {t['passed']} |"
             )
     if r.get("fallback", {}).get("float_layers"):
         lines.append(f"- float fallback layers: {', '.join(r['fallback']['float_layers'])}")

@@ -107,6 +107,13 @@ def convert_command(
         float | None,
         typer.Option("--max-drop", help="Fail (exit 1, no model) if top-1 drops more than this, in points."),
     ] = None,
+    min_agreement: Annotated[
+        float | None,
+        typer.Option(
+            "--min-agreement",
+            help="Fail (exit 1, no model) if fewer than this % of top-1 answers match the source's.",
+        ),
+    ] = None,
     target: Annotated[
         Target, typer.Option("--target", help="cpu or edgetpu (full-integer only).")
     ] = Target.cpu,
@@ -166,8 +173,9 @@ def convert_command(
         latency_budget=latency_budget, train_data=train_data, prune_epochs=prune_epochs,
         prune_freeze_batchnorm=prune_freeze_bn, prune_targets=prune_targets.value, qat_epochs=qat_epochs,
         qat_targets=qat_targets.value, learning_rate=learning_rate, calib_data=calib_data,
-        calib_count=calib_count, eval_data=eval_data, max_drop=max_drop, target=target.value,
-        io_type=io_type.value, embedding=embedding, per_tensor=per_tensor, ranges=ranges.value,
+        calib_count=calib_count, eval_data=eval_data, max_drop=max_drop, min_agreement=min_agreement,
+        target=target.value, io_type=io_type.value, embedding=embedding, per_tensor=per_tensor,
+        ranges=ranges.value,
         bake_preprocessing=bake_preprocessing, bake_bgr=bake_bgr,
         allow_double_normalization=allow_double_normalization,
         unsafe_load=unsafe_load, name=name, version=version, show_progress=show_progress(json_out, quiet),
