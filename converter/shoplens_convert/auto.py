@@ -67,7 +67,7 @@ def auto_select(
                 raw = fallback_quantize(model, calibration, deny, io_type=io_type, per_tensor=per_tensor,
                                         ranges=ranges)  # fmt: skip
                 packed, cmp_ = _judged(judge, f"int8-fallback-{k}", raw)
-                last = (packed, f"int8-fallback ({k} float layers)", cmp_)
+                last = (packed, f"int8-fallback ({k} float layer{'s' if k > 1 else ''})", cmp_)
                 if cmp_.passed:
                     fallback["float_layers"] = [d.split(";")[0] for d in deny]
                     return last
