@@ -1,0 +1,104 @@
+"""Depthwise convolutions under XNNPACK against LiteRT's own kernels, by kernel size, side by side.
+
+    .venv/bin/python -m benchmarks.depthwise_kernels [--channels 64] [--sizes 8 16 32]
+
+Each model is one ``DepthwiseConv2D(k, padding="same")`` between two 1x1 convolutions, converted by
+TFLite to float32 and to full int8 (per-channel weights, int8 I/O, 20 calibration arrays). Each is
+timed at 1 thread with the default delegate (XNNPACK, as the SDK runs it) and without it
+(``OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES``), alternating runs, p50 of 200 invokes each.
+Found on the model zoo's NASNetMobile (7x7 separable convolutions), whose int8 model was slower
+than its float32 one. Writes ``benchmarks/results/depthwise-kernels-DATE.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from benchmarks import ROOT
+
+KERNELS = (3, 5, 7, 9)
+
+
+def build(kernel: int, size: int, channels: int, int8: bool) -> bytes:
+    import tensorflow as tf
+
+    layers = tf.keras.layers
+    x_in = tf.keras.Input((size, size, channels))
+    x = layers.Conv2D(channels, 1)(x_in)
+    x = layers.DepthwiseConv2D(kernel, padding="same")(x)
+    model = tf.keras.Model(x_in, layers.Conv2D(channels, 1)(x))
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    if int8:
+        rng = np.random.default_rng(0)
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: (
+            [rng.random((1, size, size, channels), dtype=np.float32)] for _ in range(20)
+        )
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = conv.inference_output_type = tf.int8
+    return bytes(conv.convert())
+
+
+def invoke_ms(model: bytes, runs: int = 200) -> dict[str, float]:
+    """p50 invoke ms with XNNPACK and without it, the two interpreters taking turns."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreters = {
+        "xnnpack": Interpreter(model_content=model, num_threads=1),
+        "builtin": Interpreter(
+            model_content=model, num_threads=1,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        ),
+    }  # fmt: skip
+    times: dict[str, list[float]] = {k: [] for k in interpreters}
+    for it in interpreters.values():
+        it.allocate_tensors()
+        d = it.get_input_details()[0]
+        it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+        for _ in range(5):
+            it.invoke()
+    for _ in range(runs):
+        for name, it in interpreters.items():
+            t0 = time.perf_counter()
+            it.invoke()
+            times[name].append(time.perf_counter() - t0)
+    return {k: round(float(np.median(v)) * 1e3, 4) for k, v in times.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.depthwise_kernels", description=__doc__.split("\n\n")[0]
+    )
+    ap.add_argument("--channels", type=int, default=64)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[8, 16, 32])
+    args = ap.parse_args(argv)
+    rows: list[dict[str, Any]] = []
+    print("| kernel | size | type | XNNPACK ms | LiteRT kernels ms | ratio |")
+    print("| ---: | ---: | --- | ---: | ---: | ---: |")
+    for kernel in KERNELS:
+        for size in args.sizes:
+            for int8 in (False, True):
+                ms = invoke_ms(build(kernel, size, args.channels, int8))
+                row = {"kernel": kernel, "size": size, "channels": args.channels,
+                       "type": "int8" if int8 else "float32", **ms,
+                       "xnnpack_over_builtin": round(ms["xnnpack"] / ms["builtin"], 3)}  # fmt: skip
+                rows.append(row)
+                print(f"| {kernel}x{kernel} | {size}x{size} | {row['type']} | {ms['xnnpack']:.3f} | "
+                      f"{ms['builtin']:.3f} | {row['xnnpack_over_builtin']:.2f}x |")  # fmt: skip
+    date = time.strftime("%Y-%m-%d")
+    out = ROOT / "benchmarks" / "results" / f"depthwise-kernels-{date}.json"
+    results = {"date": date, "machine": f"{os.cpu_count()} cores", "rows": rows}
+    out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
