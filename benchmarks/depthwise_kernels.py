@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import ROOT
+from shoplens.internal.atomic import atomic_write_text
 
 KERNELS = (3, 5, 7, 9)
 
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     date = time.strftime("%Y-%m-%d")
     out = ROOT / "benchmarks" / "results" / f"depthwise-kernels-{date}.json"
     results = {"date": date, "machine": f"{os.cpu_count()} cores", "rows": rows}
-    out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(out, json.dumps(results, indent=1) + "\n", overwrite=True)
     print(f"wrote {out}")
     return 0
 

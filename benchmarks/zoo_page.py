@@ -39,7 +39,7 @@ def _cell_text(c: dict[str, Any], source: float | None = None) -> str:
 
 
 # cells measured by an earlier converter: (mark, recipes, the key the newer converter's cells carry
-# with a value other than None or "labels", why, how to measure them again)
+# with a value other than None or "labels", why, how to measure them again[, the cells it matters for])
 _STALE = (
     ("†", ("prune-int8", "pqat-int8"), "batchnorm_recalibrated",
      "did not re-measure BatchNorm statistics after pruning (their moving averages then still describe "
@@ -53,19 +53,19 @@ _STALE = (
     ("°", ("prune-int8", "pqat-int8"), "prune_targets",
      "fine-tuned the pruned model on the labels rather than on the dense model's scores",
      "--redo prune-int8 --redo pqat-int8"),
+    # an auto cell within its agreement bound chose what --min-agreement would choose too
     ("‖", ("auto",), "guard_min_agreement",
      "let auto keep the first candidate within the 2 pt top-1 drop, without also asking for the "
-     "cell's agreement bound (`--min-agreement`)", "--redo auto"),
+     "cell's agreement bound (`--min-agreement`)", "--redo auto", lambda c: not meets_bound(c)),
 )  # fmt: skip
 
 
 def _stale(c: dict[str, Any]) -> list[str]:
     """The marks of the earlier converters that measured this cell (the key missing, or the old
     default of a choice that is now made the other way)."""
-    return [sign for sign, recipes, key, _why, _redo in _STALE
+    return [sign for sign, recipes, key, _why, _redo, *matters in _STALE
             if c["recipe"] in recipes and c.get("converts") and c.get(key) in (None, "labels")
-            # an auto cell within its agreement bound chose what --min-agreement would choose too
-            and not (sign == "‖" and c.get("agreement", 0) >= BOUNDS["auto"][0])]  # fmt: skip
+            and all(m(c) for m in matters)]  # fmt: skip
 
 
 def render_page(results: dict[str, Any]) -> str:
@@ -114,7 +114,7 @@ def render_page(results: dict[str, Any]) -> str:
         "",
         *(
             line
-            for sign, _recipes, _key, why, redo in _STALE
+            for sign, _recipes, _key, why, redo, *_matters in _STALE
             if any(sign in _stale(c) for m in rows for c in m["cells"])
             for line in (f"{sign} measured by an earlier converter that {why}. `make zoo ZOO_ARGS='{redo}'` "
                          "measures these cells again.", "")

@@ -31,7 +31,7 @@ def tool_versions() -> dict[str, str]:
     return out
 
 
-def _status(chosen: str, comparison: Any, max_drop: float | None) -> dict[str, Any]:
+def _status(chosen: str, comparison: Any) -> dict[str, Any]:
     if comparison is None:
         msg = f"converted with recipe {chosen}; accuracy not checked (no --eval-data)"
         return {"accepted": True, "checked": False, "message": msg}
@@ -41,8 +41,8 @@ def _status(chosen: str, comparison: Any, max_drop: float | None) -> dict[str, A
             f"converted with recipe {chosen}: top-1 drop {comparison.drop:+.2f} pt "
             f"(95 % CI {lo:+.2f}..{hi:+.2f})"
         )
-        if max_drop is not None:
-            msg += f" within the {max_drop:g} pt budget"
+        if comparison.max_drop is not None:
+            msg += f" within the {comparison.max_drop:g} pt budget"
         if comparison.min_agreement is not None:
             msg += f", agreement {comparison.agreement_pct:.2f} % >= {comparison.min_agreement:g} %"
         return {"accepted": True, "checked": True, "message": msg}
@@ -72,7 +72,7 @@ def conversion_report(
     from shoplens_convert.edgetpu_target import preflight_block
 
     o = options
-    status = _status(chosen, comparison, o.max_drop)
+    status = _status(chosen, comparison)
     if not status["checked"]:
         warnings = [*warnings, "no --eval-data: the converted model's accuracy was not checked"]
     report: dict[str, Any] = {
