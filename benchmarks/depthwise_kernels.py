@@ -7,7 +7,10 @@ TFLite to float32 and to full int8 (per-channel weights, int8 I/O, 20 calibratio
 timed at 1 thread with the default delegate (XNNPACK, as the SDK runs it) and without it
 (``OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES``), alternating runs, p50 of 200 invokes each.
 Found on the model zoo's NASNetMobile (7x7 separable convolutions), whose int8 model was slower
-than its float32 one. Writes ``benchmarks/results/depthwise-kernels-DATE.json``.
+than its float32 one. Each model is then loaded as the SDK loads it with ``cpu_kernels="auto"``
+(a brief timing of both at load): the row says what it chose, and whether that is the choice the
+long side-by-side timing makes by the same rule (``shoplens.runtime.pick_cpu_kernels``).
+Writes ``benchmarks/results/depthwise-kernels-DATE.json``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import numpy as np
 
 from benchmarks import ROOT
 from shoplens.internal.atomic import atomic_write_text
+from shoplens.runtime import make_interpreter, pick_cpu_kernels
+from shoplens.tflite_model import read_model_info
 
 KERNELS = (3, 5, 7, 9)
 
@@ -81,21 +86,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[8, 16, 32])
     args = ap.parse_args(argv)
     rows: list[dict[str, Any]] = []
-    print("| kernel | size | type | XNNPACK ms | LiteRT kernels ms | ratio |")
-    print("| ---: | ---: | --- | ---: | ---: | ---: |")
+    print("| kernel | size | type | XNNPACK ms | LiteRT kernels ms | ratio | auto chose |")
+    print("| ---: | ---: | --- | ---: | ---: | ---: | --- |")
     for kernel in KERNELS:
         for size in args.sizes:
             for int8 in (False, True):
-                ms = invoke_ms(build(kernel, size, args.channels, int8))
+                model = build(kernel, size, args.channels, int8)
+                ms = invoke_ms(model)
+                chose = make_interpreter(model, read_model_info(model), cpu_kernels="auto").cpu_kernels.value
+                right = pick_cpu_kernels(ms["xnnpack"], ms["builtin"]).value
                 row = {"kernel": kernel, "size": size, "channels": args.channels,
                        "type": "int8" if int8 else "float32", **ms,
-                       "xnnpack_over_builtin": round(ms["xnnpack"] / ms["builtin"], 3)}  # fmt: skip
+                       "xnnpack_over_builtin": round(ms["xnnpack"] / ms["builtin"], 3),
+                       "auto_chose": chose, "auto_agrees": chose == right}  # fmt: skip
                 rows.append(row)
                 print(f"| {kernel}x{kernel} | {size}x{size} | {row['type']} | {ms['xnnpack']:.3f} | "
-                      f"{ms['builtin']:.3f} | {row['xnnpack_over_builtin']:.2f}x |")  # fmt: skip
+                      f"{ms['builtin']:.3f} | {row['xnnpack_over_builtin']:.2f}x | {chose}"
+                      f"{'' if chose == right else f' (side by side: {right})'} |")  # fmt: skip
     date = time.strftime("%Y-%m-%d")
     out = ROOT / "benchmarks" / "results" / f"depthwise-kernels-{date}.json"
-    results = {"date": date, "machine": f"{os.cpu_count()} cores", "rows": rows}
+    agree = sum(r["auto_agrees"] for r in rows)
+    print(f"auto chose as the side-by-side timing does on {agree} of {len(rows)} models")
+    results = {"date": date, "machine": f"{os.cpu_count()} cores", "rows": rows,
+               "auto_agrees": f"{agree} of {len(rows)}"}  # fmt: skip
     atomic_write_text(out, json.dumps(results, indent=1) + "\n", overwrite=True)
     print(f"wrote {out}")
     return 0

@@ -34,7 +34,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "shoplens.quality": ("QualityOptions", "QualityPolicy", "QualityVerdict"),
     "shoplens.colour": ("ColourOptions", "ProductColour"),
     "shoplens.open_set": ("OpenSetOptions",),
-    "shoplens.runtime": ("Backend", "Delegate"),
+    "shoplens.runtime": ("Backend", "CpuKernels", "Delegate"),
     "shoplens.contract": ("ColorOrder", "CropMode", "Interpolation", "PreprocessContract"),
     "shoplens.preprocess": (
         "FrameView", "InputQuantization", "Preprocessor", "preprocess", "preprocess_batch",
@@ -62,6 +62,7 @@ __all__ = [
     "ColorOrder",
     "ColourOptions",
     "ConversionError",
+    "CpuKernels",
     "CropMode",
     "DataError",
     "Delegate",
@@ -162,4 +163,4 @@ if TYPE_CHECKING:  # static analysers and IDEs see the names eagerly
     from shoplens.preprocess import FrameView, InputQuantization, Preprocessor, preprocess, preprocess_batch
     from shoplens.quality import QualityOptions, QualityPolicy, QualityVerdict
     from shoplens.results import Category, ClassificationResult, EmbeddingResult, StreamStats, Timing
-    from shoplens.runtime import Backend, Delegate
+    from shoplens.runtime import Backend, CpuKernels, Delegate

@@ -93,7 +93,7 @@ class BaseVisionTask:
         self._read_labels(options, meta, out.shape[1])
         self._handle = make_interpreter(
             model, self.info, backend=bo.backend, delegate=bo.delegate, num_threads=bo.num_threads,
-            device=bo.device, fallback_to_cpu=bo.fallback_to_cpu,
+            device=bo.device, fallback_to_cpu=bo.fallback_to_cpu, cpu_kernels=bo.cpu_kernels,
         )  # fmt: skip
         self._interp = self._handle.interpreter
         in_detail = self._interp.get_input_details()[0]
@@ -210,6 +210,16 @@ class BaseVisionTask:
     @property
     def delegate(self) -> str:
         return self._handle.delegate.value
+
+    @property
+    def cpu_kernels(self) -> str:
+        """The CPU kernels in use (``xnnpack`` or ``builtin``; ``auto`` says which it chose)."""
+        return self._handle.cpu_kernels.value
+
+    @property
+    def kernel_ms(self) -> dict[str, float]:
+        """``cpu_kernels='auto'``: the p50 invoke ms it measured for each at load (else empty)."""
+        return dict(self._handle.kernel_ms)
 
     @property
     def preprocessor(self) -> Preprocessor:

@@ -25,7 +25,7 @@ from shoplens.contract import ColorOrder, CropMode, PreprocessContract
 from shoplens.errors import UsageError
 from shoplens.open_set import OpenSetOptions
 from shoplens.quality import QualityOptions
-from shoplens.runtime import Backend, Delegate, valid_device
+from shoplens.runtime import Backend, CpuKernels, Delegate, valid_device
 
 if TYPE_CHECKING:
     from shoplens.results import ClassificationResult
@@ -59,6 +59,8 @@ class BaseOptions:
       num_threads: CPU threads of the interpreter.
       delegate: ``cpu`` (XNNPACK) or ``edgetpu``; ``fallback_to_cpu`` when the Edge TPU is absent.
       device: the Edge TPU to use (``usb``, ``pci``, ``:N``).
+      cpu_kernels: ``xnnpack`` (default), ``builtin`` (LiteRT's own kernels) or ``auto`` (times both
+        at load, keeps the faster; worth it for models with large depthwise kernels: NASNet, ConvNeXt).
       backend: ``auto`` (LiteRT, then tflite-runtime), or one by name.
       probe_in_subprocess: load and run the model once in a child process first (untrusted files).
 
@@ -74,6 +76,7 @@ class BaseOptions:
     fallback_to_cpu: bool = False
     backend: Backend | str = Backend.AUTO
     probe_in_subprocess: bool = False  # load and run once in a child first (untrusted model files)
+    cpu_kernels: CpuKernels | str = CpuKernels.XNNPACK
 
     def __post_init__(self) -> None:
         if (self.model_asset_path is None) == (self.model_asset_buffer is None):
@@ -87,9 +90,11 @@ class BaseOptions:
         try:
             object.__setattr__(self, "delegate", Delegate(self.delegate))
             object.__setattr__(self, "backend", Backend(self.backend))
+            object.__setattr__(self, "cpu_kernels", CpuKernels(self.cpu_kernels))
         except ValueError as exc:
             raise UsageError(
-                f"{exc}; delegates: cpu, edgetpu; back ends: auto, ai_edge_litert, tflite_runtime, tensorflow"
+                f"{exc}; delegates: cpu, edgetpu; back ends: auto, ai_edge_litert, tflite_runtime, "
+                "tensorflow; cpu_kernels: xnnpack, builtin, auto"
             ) from None
         object.__setattr__(self, "device", valid_device(self.device))
 

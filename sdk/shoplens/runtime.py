@@ -4,6 +4,11 @@ Back ends, auto-detected in this order: ``ai_edge_litert`` (LiteRT, the default)
 ``tflite_runtime`` (devices pinned to it, such as Coral boards). ``tensorflow.lite`` runs only
 when asked for by name (``backend="tensorflow"``, development machines): a device never loads
 TensorFlow by surprise. Delegates: ``cpu`` (XNNPACK with ``num_threads``) and ``edgetpu``.
+
+CPU kernels (``cpu_kernels``): ``xnnpack`` (the default), ``builtin`` (LiteRT's own kernels, no
+default delegate) or ``auto``, which times both on the model at load and keeps the faster. XNNPACK
+is faster on most models, but its depthwise convolutions larger than 5x5 are 14-18x slower as int8
+on x86 (NASNetMobile int8: 7.0 ms with it, 2.4 ms without; ``benchmarks.depthwise_kernels``).
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ from __future__ import annotations
 import ctypes
 import importlib
 import platform
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -22,6 +28,7 @@ from shoplens.tflite_model import ModelInfo
 
 __all__ = [
     "Backend",
+    "CpuKernels",
     "Delegate",
     "InterpreterHandle",
     "detect_backend",
@@ -40,6 +47,18 @@ class Backend(str, Enum):
 class Delegate(str, Enum):
     CPU = "cpu"
     EDGETPU = "edgetpu"
+
+
+class CpuKernels(str, Enum):
+    """The kernels of the ops that run on the CPU: XNNPACK's, LiteRT's own, or the faster of the two."""
+
+    XNNPACK = "xnnpack"
+    BUILTIN = "builtin"
+    AUTO = "auto"
+
+
+AUTO_MARGIN = 0.9  # auto leaves XNNPACK only for kernels at least 10 % faster
+AUTO_BUDGET_S = 0.5  # auto's timing stops after this long (large models), after 3 invokes each
 
 
 _MODULES = {
@@ -102,6 +121,8 @@ class InterpreterHandle:
     backend: Backend
     delegate: Delegate
     fell_back: bool = False
+    cpu_kernels: CpuKernels = CpuKernels.XNNPACK
+    kernel_ms: dict[str, float] = field(default_factory=dict)  # auto: p50 invoke ms of each
 
 
 def valid_device(device: str | None) -> str | None:
@@ -123,11 +144,13 @@ def make_interpreter(
     num_threads: int = 1,
     device: str | None = None,
     fallback_to_cpu: bool = False,
+    cpu_kernels: CpuKernels | str = CpuKernels.XNNPACK,
 ) -> InterpreterHandle:
-    """Create and allocate an interpreter for ``model`` with the requested delegate."""
+    """Create and allocate an interpreter for ``model`` with the requested delegate and CPU kernels."""
     try:
         backend = Backend(backend)
         delegate = Delegate(delegate)
+        cpu_kernels = CpuKernels(cpu_kernels)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if not isinstance(num_threads, int) or num_threads < 1:
@@ -169,11 +192,54 @@ def make_interpreter(
             "and cannot run on the CPU; "
             "use the CPU model (without _edgetpu) or delegate='edgetpu'"
         )
-    try:
-        with quiet_native_stderr():  # LiteRT prints an "XNNPACK delegate created" banner
-            interp = Interpreter(**kwargs)
-            interp.allocate_tensors()
-    except (ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"the interpreter rejected the model: {first[:300]}") from None
-    return InterpreterHandle(interp, b, delegate, fell_back)
+    if delegate is Delegate.EDGETPU and cpu_kernels is CpuKernels.AUTO:
+        cpu_kernels = CpuKernels.XNNPACK  # one Edge TPU cannot hold two interpreters to time
+    builtin: Any = getattr(mod, "OpResolverType", None)
+    if cpu_kernels is not CpuKernels.XNNPACK and builtin is None:
+        raise UsageError(f"{b.value} cannot run without XNNPACK; use cpu_kernels='xnnpack'")
+
+    def build(kernels: CpuKernels) -> Any:
+        kw = dict(kwargs)
+        if kernels is CpuKernels.BUILTIN:
+            kw["experimental_op_resolver_type"] = builtin.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        try:
+            with quiet_native_stderr():  # LiteRT prints an "XNNPACK delegate created" banner
+                interp = Interpreter(**kw)
+                interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"the interpreter rejected the model: {first[:300]}") from None
+        return interp
+
+    if cpu_kernels is not CpuKernels.AUTO:
+        return InterpreterHandle(build(cpu_kernels), b, delegate, fell_back, cpu_kernels)
+    candidates = {k: build(k) for k in (CpuKernels.XNNPACK, CpuKernels.BUILTIN)}
+    ms = _time_alternating(candidates)
+    chosen = pick_cpu_kernels(ms[CpuKernels.XNNPACK], ms[CpuKernels.BUILTIN])
+    return InterpreterHandle(candidates[chosen], b, delegate, fell_back, chosen,
+                             {k.value: round(v, 4) for k, v in ms.items()})  # fmt: skip
+
+
+def pick_cpu_kernels(xnnpack_ms: float, builtin_ms: float) -> CpuKernels:
+    """``auto``'s rule: LiteRT's own kernels only when they are at least 10 % faster than XNNPACK."""
+    return CpuKernels.BUILTIN if builtin_ms < AUTO_MARGIN * xnnpack_ms else CpuKernels.XNNPACK
+
+
+def _time_alternating(interps: dict[CpuKernels, Any]) -> dict[CpuKernels, float]:
+    """p50 invoke ms of each interpreter on zero inputs, taking turns (a noisy machine hits both)."""
+    import numpy as np
+
+    for it in interps.values():
+        for d in it.get_input_details():
+            it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+        it.invoke()  # the first invoke prepares the kernels: not timed
+    times: dict[CpuKernels, list[float]] = {k: [] for k in interps}
+    start = time.perf_counter()
+    while len(times[CpuKernels.XNNPACK]) < 3 or (
+        len(times[CpuKernels.XNNPACK]) < 15 and time.perf_counter() - start < AUTO_BUDGET_S
+    ):
+        for k, it in interps.items():
+            t0 = time.perf_counter()
+            it.invoke()
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: float(np.median(v)) for k, v in times.items()}

@@ -13,7 +13,7 @@ import typer
 from shoplens.cli._common import JsonFlag, ModelPath, err_console, out_console, show_progress
 from shoplens.open_set import REFERENCE
 from shoplens.quality import QualityPolicy
-from shoplens.runtime import Delegate
+from shoplens.runtime import CpuKernels, Delegate
 
 app = typer.Typer()
 
@@ -31,6 +31,11 @@ def classify_command(
     fallback_to_cpu: Annotated[
         bool, typer.Option("--fallback-to-cpu", help="Run on the CPU when the Edge TPU is missing.")
     ] = False,
+    cpu_kernels: Annotated[
+        CpuKernels,
+        typer.Option("--cpu-kernels", help="XNNPACK, LiteRT's own, or auto: the faster on this model "
+                     "(large depthwise kernels: NASNet, ConvNeXt)."),
+    ] = CpuKernels.XNNPACK,
     quality: Annotated[
         QualityPolicy, typer.Option("--quality", help="Quality gate: off, warn (mark) or reject (re-take).")
     ] = QualityPolicy.OFF,
@@ -79,7 +84,7 @@ def classify_command(
     streaming = camera is not None or (source is not None and source.suffix.lower() in VIDEO_EXTENSIONS)
     video_mode = smooth and streaming
     base = BaseOptions(model_asset_path=model, num_threads=threads, delegate=delegate,
-                       fallback_to_cpu=fallback_to_cpu)  # fmt: skip
+                       fallback_to_cpu=fallback_to_cpu, cpu_kernels=cpu_kernels)  # fmt: skip
     opts = ImageClassifierOptions(
         base,
         running_mode=RunningMode.VIDEO if video_mode else RunningMode.IMAGE,
@@ -93,6 +98,9 @@ def classify_command(
     counts = {"frames": 0, "classified": 0, "rejected": 0, "unreadable": 0, "invalid": 0, "not_a_product": 0}
     t0 = time.perf_counter()
     clf = Classifier(opts)  # options and model are checked before any input is opened
+    if cpu_kernels is CpuKernels.AUTO and not json_out:
+        timed = ", ".join(f"{k} {v:.2f} ms" for k, v in clf.kernel_ms.items())
+        err_console.print(f"cpu kernels: auto chose {clf.cpu_kernels} ({timed or 'not timed: Edge TPU'})")
     try:
         src = open_source(source, camera=camera)
     except BaseException:
@@ -140,7 +148,8 @@ def classify_command(
         err_console.print(f"warning: {w}")
     elapsed = time.perf_counter() - t0
     fps = counts["frames"] / elapsed if elapsed > 0 else 0.0
-    summary = {**counts, "seconds": round(elapsed, 3), "fps": round(fps, 1), "warnings": src.warnings}
+    summary = {**counts, "seconds": round(elapsed, 3), "fps": round(fps, 1), "warnings": src.warnings,
+               "cpu_kernels": clf.cpu_kernels}
     if src.fps is not None:
         summary["video_fps"] = round(src.fps, 3)
     if json_out:
