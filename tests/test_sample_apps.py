@@ -177,6 +177,7 @@ def test_kiosk_page_in_chromium(reference_models: Path, kiosk_video: Path, demo_
             page.screenshot(path=str(ARTIFACTS / "kiosk_page.png"), full_page=True)
         status, health = _get(url + "healthz")
         assert status == 200 and health["ok"] and health["camera"] == "ok"
+        assert health["cpu_kernels"] in ("xnnpack", "builtin")  # what --cpu-kernels auto chose at start
         status, res = _get(url + "api/result")
         assert status == 200 and {"label", "score", "top3", "prompt", "fps", "latency_ms"} <= set(res)
         with urllib.request.urlopen(url + "frame.jpg", timeout=5) as r:

@@ -85,7 +85,8 @@ class Kiosk:
                                       "top3": [], "prompt": "", "similar": [], "colours": [],
                                       "last_item": None}  # fmt: skip
         self.clf = Classifier(ImageClassifierOptions(
-            base_options=BaseOptions(model_asset_path=args.model, num_threads=args.threads),
+            base_options=BaseOptions(model_asset_path=args.model, num_threads=args.threads,
+                                     cpu_kernels=args.cpu_kernels),
             running_mode=RunningMode.LIVE_STREAM,
             result_callback=self._on_result,
             smoothing=SmoothingOptions(),
@@ -186,7 +187,8 @@ class Kiosk:
             age = time.perf_counter() - self.last_result_t if self.last_result_t else None
             ok = self.state["status"] == "ok" and age is not None and age < 5
             return ok, {"ok": ok, "camera": self.state["status"], "frames_read": self.frames_read,
-                        "last_result_age_s": None if age is None else round(age, 2)}  # fmt: skip
+                        "last_result_age_s": None if age is None else round(age, 2),
+                        "cpu_kernels": self.clf.cpu_kernels}  # fmt: skip
 
     def close(self) -> None:
         self.stop.set()
@@ -229,7 +231,7 @@ class SimilarProducts:
 
         emb = Path(args.embedding) if args.embedding else Path(args.model).with_name("embedding.tflite")
         self.index = CatalogIndex.load(args.index, model=emb)
-        self.embedder = Embedder.create_from_model_path(emb)
+        self.embedder = Embedder.create_from_model_path(emb, cpu_kernels=args.cpu_kernels)
         self.last_label: str | None = None
         self.last_t = 0.0
 
@@ -337,6 +339,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cpu-kernels", choices=("xnnpack", "builtin", "auto"), default="auto",
+                    help="CPU kernels: auto times XNNPACK and LiteRT's own at start and keeps the faster "
+                         "(docs/sdk.md)")  # fmt: skip
     ap.add_argument("--headless", action="store_true", help="JSON lines on stdout instead of the page")
     ap.add_argument("--once", action="store_true", help="stop at the end of a video instead of looping")
     ap.add_argument("--no-colour", action="store_true", help="do not name the product's colours")
