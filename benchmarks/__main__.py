@@ -45,6 +45,7 @@ from benchmarks import REF, ROOT, reference_key
 from benchmarks.page import render_markdown
 from benchmarks.peers import run_peers
 from benchmarks.targets import all_targets
+from shoplens.internal.atomic import atomic_write_text
 
 
 def machine() -> dict:
@@ -383,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         r = json.loads(args.render.read_text())
         # the targets follow from the measured sections: recomputed, so the page shows today's rules
         r["targets"] = {**{k: tuple(v) for k, v in r.get("targets", {}).items()}, **all_targets(r)}
-        (ROOT / "docs" / "benchmarks.md").write_text(render_markdown(r))
+        atomic_write_text(ROOT / "docs" / "benchmarks.md", render_markdown(r), overwrite=True)
         print(f"rebuilt docs/benchmarks.md from {args.render}")
         return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -422,10 +423,10 @@ def main(argv: list[str] | None = None) -> int:
     name = f"{r['date']}-{r['machine']['host']}{'-quick' if quick else ''}.json"
     r["results_file"] = str((res_dir / name).relative_to(ROOT) if (res_dir / name).is_relative_to(ROOT)
                             else res_dir / name)
-    (res_dir / name).write_text(json.dumps(r, indent=2, default=str) + "\n")
+    atomic_write_text(res_dir / name, json.dumps(r, indent=2, default=str) + "\n", overwrite=True)
     # a --quick smoke run must not replace the published page with smoke figures
     page = args.out / "benchmarks-quick.md" if quick else ROOT / "docs" / "benchmarks.md"
-    page.write_text(render_markdown(r))
+    atomic_write_text(page, render_markdown(r), overwrite=True)
     partial.unlink()
     print(f"wrote {r['results_file']} and {page.relative_to(ROOT) if page.is_relative_to(ROOT) else page} "
           f"in {r['seconds']} s")

@@ -33,6 +33,7 @@ from typing import Any
 
 from benchmarks import ROOT
 from benchmarks.battery_inputs import WORK, bad_files, option_cases, shoplens, workspace
+from shoplens.internal.atomic import atomic_write_text
 
 
 @dataclass
@@ -313,4 +314,4 @@ if __name__ == "__main__":
     out = (
         ROOT / "benchmarks" / "results" / f"battery-{res['date']}{'-quick' if res.get('quick') else ''}.json"
     )
-    out.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(out, json.dumps(res, indent=1) + "\n", overwrite=True)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import REF, ROOT
+from shoplens.internal.atomic import atomic_write_text
 
 
 def main() -> dict[str, Any]:
@@ -88,7 +89,7 @@ def main() -> dict[str, Any]:
     finally:
         ch._importance = l1
     out = ROOT / "benchmarks" / "results" / f"channel-criteria-{res['date']}.json"
-    out.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(out, json.dumps(res, indent=1) + "\n", overwrite=True)
     return res
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import REF, ROOT
+from shoplens.internal.atomic import atomic_write_text
 
 RATIOS = (0.25, 0.5, 0.75)
 EPOCHS = 6  # fine-tuning epochs of each slimmed model
@@ -196,4 +197,4 @@ if __name__ == "__main__":
     print(json.dumps(targets(res), indent=1))
     default = ROOT / "benchmarks" / "results" / f"channels-{res['date']}{'-quick' if a.quick else ''}.json"
     path = a.out or default
-    path.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(res, indent=1) + "\n", overwrite=True)

@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from benchmarks import REF, ROOT
+from shoplens.internal.atomic import atomic_write_text
 
 SEEDS = {"normal": 31, "dim": 32, "warm": 33}
 WARMUP = 60
@@ -140,6 +141,5 @@ if __name__ == "__main__":
     res = run(200 if "--quick" in sys.argv else 1000)
     print(json.dumps(res, indent=2))
     print(json.dumps(targets(res), indent=2))
-    (ROOT / "benchmarks" / "results" / f"colour-{time.strftime('%Y-%m-%d')}.json").write_text(
-        json.dumps(res, indent=2)
-    )
+    atomic_write_text(ROOT / "benchmarks" / "results" / f"colour-{time.strftime('%Y-%m-%d')}.json",
+                      json.dumps(res, indent=2), overwrite=True)  # fmt: skip

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from shoplens.internal.atomic import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 REF = ROOT / "sample_apps" / "reference_model" / "product_cnn.keras"
 
@@ -260,7 +262,7 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
             f"per-tensor quantization removes most scales ({pt} in the table). Reaching 0.12x needs "
             "higher sparsity, structured (channel) pruning, or a larger model; not done here.",
         ]
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n", overwrite=True)
 
 
 def main() -> None:
@@ -277,7 +279,7 @@ def main() -> None:
     if a.quick or a.only:
         return
     out = ROOT / "benchmarks" / "results" / f"convert-targets-{res['date']}.json"
-    out.write_text(json.dumps(res, indent=2) + "\n")
+    atomic_write_text(out, json.dumps(res, indent=2) + "\n", overwrite=True)
     write_markdown(res, ROOT / "docs" / "converter_targets.md")
 
 

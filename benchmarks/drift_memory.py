@@ -23,6 +23,7 @@ import numpy as np
 
 from benchmarks import ROOT
 from shoplens.data.datasets import Batch, Dataset
+from shoplens.internal.atomic import atomic_write_text
 
 
 def rss_mb() -> float:
@@ -96,7 +97,7 @@ def main(argv: list[str]) -> None:
     }
     print(json.dumps(out, indent=2))
     res = ROOT / "benchmarks" / "results" / f"drift-memory-{dt.date.today().isoformat()}.json"
-    res.write_text(json.dumps(out, indent=2) + "\n")
+    atomic_write_text(res, json.dumps(out, indent=2) + "\n", overwrite=True)
 
 
 if __name__ == "__main__":

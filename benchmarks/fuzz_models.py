@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import ROOT
+from shoplens.internal.atomic import atomic_write_text
 
 WORKER = r"""
 import sys, traceback
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     res = run(args.model, args.n, args.seed, args.keep)
     print(json.dumps(res, indent=2))
     out = ROOT / "benchmarks" / "results" / f"fuzz-models-{dt.date.today().isoformat()}.json"
-    out.write_text(json.dumps(res, indent=2) + "\n")
+    atomic_write_text(out, json.dumps(res, indent=2) + "\n", overwrite=True)
     return 1 if res["outcomes"].get("crashed") or res["outcomes"].get("other_error") else 0
 
 

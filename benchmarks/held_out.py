@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import ROOT
+from shoplens.internal.atomic import atomic_write_text
 
 
 def train(out: Path, held_out: tuple[int, ...], epochs: int) -> Path:
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     res["epochs"] = args.epochs
     name = f"open-set-held-out-{res['date']}{'-quick' if args.quick else ''}.json"
     path = ROOT / "benchmarks" / "results" / name
-    path.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(res, indent=1) + "\n", overwrite=True)
     print(json.dumps(open_set.targets(res)))
     print(f"wrote {path.relative_to(ROOT)}")
     return 0

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from benchmarks import ROOT
+from shoplens.internal.atomic import atomic_write_text
 
 PRECISION = 0.95  # one confident answer in twenty may be wrong; below the threshold: "not sure"
 GRID = [round(0.30 + 0.05 * i, 2) for i in range(14)]  # 0.30 ... 0.95
@@ -77,4 +78,4 @@ if __name__ == "__main__":
     res = measure(args.model, args.frames)
     print(json.dumps(res, indent=1))
     out = ROOT / "benchmarks" / "results" / f"kiosk-confidence-{time.strftime('%Y-%m-%d')}.json"
-    out.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(out, json.dumps(res, indent=1) + "\n", overwrite=True)

@@ -35,6 +35,7 @@ import numpy as np
 
 from benchmarks import ROOT
 from shoplens.data.fashion_mnist import FASHION_MNIST_LABELS
+from shoplens.internal.atomic import atomic_write_text
 
 RELEASE = ROOT / "sample_apps" / "reference_model" / "release"
 FRR_EACH = 0.01  # each signal's share of products turned away at calibration
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({k: res[k] for k in ("thresholds", "products_wrongly_rejected")}))
     name = f"open-set-{res['date']}{'-quick' if args.quick else ''}.json"
     out = args.out or ROOT / "benchmarks" / "results" / name
-    out.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(out, json.dumps(res, indent=1) + "\n", overwrite=True)
     print(f"wrote {out}")
     return 0
 

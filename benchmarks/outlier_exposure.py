@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from benchmarks import ROOT
+from shoplens.internal.atomic import atomic_write_text
 
 OE_WEIGHT = 0.5  # Hendrycks et al.'s lambda for vision
 OUTLIERS_PER_BATCH = 32
@@ -185,7 +186,7 @@ def summarise(out: Path, families: tuple[str, ...], epochs: int) -> int:
     }  # fmt: skip
     tag = "" if families == DEFAULT_FAMILIES else "-" + "-".join(families)
     path = ROOT / "benchmarks" / "results" / f"outlier-exposure-{doc['date']}{tag}.json"
-    path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(doc, indent=1) + "\n", overwrite=True)
     print(f"wrote {path.relative_to(ROOT)}")
     return 0
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import ROOT
+from shoplens.internal.atomic import atomic_write_text
 
 COUNTS = (200, 500, 1000)
 METHODS = ("minmax", "mse")
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(measure(model, count, method))
                     bar.advance(task)
                     doc = {"date": date, "machine": f"{os.cpu_count()} cores", "rows": rows}
-                    out.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+                    atomic_write_text(out, json.dumps(doc, indent=1) + "\n", overwrite=True)
     for model in models:
         for count in counts:
             pair = {r["ranges"]: r for r in rows if r["model"] == model.parent.name

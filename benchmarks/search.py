@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import REF, ROOT, reference_key
+from shoplens.internal.atomic import atomic_write_text
 
 
 def build_embedding_model(out: Path) -> tuple[Path, dict]:
@@ -125,9 +126,6 @@ if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     res = run(ROOT / "out" / "bench", quick=quick)
     print(json.dumps(res, indent=2))
-    (
-        ROOT
-        / "benchmarks"
-        / "results"
-        / f"search-{time.strftime('%Y-%m-%d')}{'-quick' if quick else ''}.json"
-    ).write_text(json.dumps(res, indent=2) + "\n")
+    name = f"search-{time.strftime('%Y-%m-%d')}{'-quick' if quick else ''}.json"
+    out = ROOT / "benchmarks" / "results" / name
+    atomic_write_text(out, json.dumps(res, indent=2) + "\n", overwrite=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import ROOT
+from shoplens.internal.atomic import atomic_write_text
 
 ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -347,4 +348,4 @@ if __name__ == "__main__":
     r = run(ROOT / "out" / "bench", quick=quick)
     print(json.dumps(r, indent=2))
     name = f"search-scale-{time.strftime('%Y-%m-%d')}{'-quick' if quick else ''}.json"
-    (ROOT / "benchmarks" / "results" / name).write_text(json.dumps(r, indent=2) + "\n")
+    atomic_write_text(ROOT / "benchmarks" / "results" / name, json.dumps(r, indent=2) + "\n", overwrite=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import ROOT
+from shoplens.internal.atomic import atomic_write_text
 
 
 def rss_mb() -> float:
@@ -133,9 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res))
         return 0
     print(json.dumps(res, indent=2))
-    (ROOT / "benchmarks" / "results" / f"soak-{dt.date.today().isoformat()}.json").write_text(
-        json.dumps(res, indent=2) + "\n"
-    )
+    atomic_write_text(ROOT / "benchmarks" / "results" / f"soak-{dt.date.today().isoformat()}.json",
+                      json.dumps(res, indent=2) + "\n", overwrite=True)  # fmt: skip
     return 0 if res["rss_growth_after_warmup_mb"] <= 5 and res["all_frames_accounted"] else 1
 
 

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from benchmarks import ROOT
+from shoplens.internal.atomic import atomic_write_text
 
 RECIPES = ("float32", "float16", "dynamic", "int8")
 
@@ -67,7 +68,7 @@ def main() -> None:
     res = {"date": dt.date.today().isoformat(), "model": "MobileNetV2 alpha 1.0, 224x224, random weights",
            "rows": rows}  # fmt: skip
     out = ROOT / "benchmarks" / "results" / f"where-int8-pays-{res['date']}.json"
-    out.write_text(json.dumps(res, indent=2) + "\n")
+    atomic_write_text(out, json.dumps(res, indent=2) + "\n", overwrite=True)
     f32 = {t: next(r for r in rows if r["recipe"] == "float32")[t]["p50_ms"] for t in ("t1", "t2")}
     lines = [
         "# Where int8 pays off",
@@ -100,7 +101,7 @@ def main() -> None:
             else f"dynamic-range quantization ran at {dyn:.2f} ms against {f32['t1']:.2f} ms for float32."
         ),
     ]
-    (ROOT / "docs" / "where_int8_pays.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(ROOT / "docs" / "where_int8_pays.md", "\n".join(lines) + "\n", overwrite=True)
 
 
 if __name__ == "__main__":
