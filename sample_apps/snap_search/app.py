@@ -71,15 +71,28 @@ def main(argv: list[str] | None = None) -> int:
                     help="products in the demo catalog (Fashion-MNIST training images; a new size rebuilds)")
     ap.add_argument("--k", type=int, default=5, help="similar products to show")
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of text")
-    from shoplens.open_set import REFERENCE
+    from shoplens.open_set import PROFILE_NAME, REFERENCE
 
-    ap.add_argument("--min-score", type=float, default=REFERENCE.min_score,
-                    help="'no product recognised' under this top-1 probability (calibrated for the "
-                    "reference model; negative: off)")  # fmt: skip
-    ap.add_argument("--min-similarity", type=float, default=REFERENCE.min_similarity,
-                    help="'no product recognised' when the nearest catalog product is less similar "
-                    "(cosine; calibrated for the reference model; -1: off)")  # fmt: skip
+    ap.add_argument("--open-set-profile", type=Path, default=None,
+                    help=f"'no product recognised' when the photo's embedding is far from every class "
+                    f"(default: MODELS/{PROFILE_NAME} if it exists; docs/sdk.md)")  # fmt: skip
+    ap.add_argument("--min-score", type=float, default=None,
+                    help=f"'no product recognised' under this top-1 probability (default "
+                    f"{REFERENCE.min_score}, calibrated for the reference model, or off with an open-set "
+                    "profile; negative: off)")  # fmt: skip
+    ap.add_argument("--min-similarity", type=float, default=None,
+                    help="'no product recognised' when the nearest catalog product is less similar (default "
+                    f"{REFERENCE.min_similarity}, or off with an open-set profile; -1: off)")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.open_set_profile is None and (args.models / PROFILE_NAME).is_file():
+        args.open_set_profile = args.models / PROFILE_NAME
+    # the profile is calibrated to decide alone (2 % of products turned away); the thresholds are the
+    # fallback without one, and both apply only when asked for by name
+    profiled = args.open_set_profile is not None
+    if args.min_score is None:
+        args.min_score = -1.0 if profiled else REFERENCE.min_score
+    if args.min_similarity is None:
+        args.min_similarity = -1.0 if profiled else REFERENCE.min_similarity
     if args.k < 1 or args.catalog_size < 1:
         ap.error("--k and --catalog-size must be >= 1")
 
@@ -96,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     from shoplens.data.datasets import read_image
 
     try:
-        open_set = OpenSetOptions(min_score=None if args.min_score < 0 else args.min_score,
-                                  min_similarity=None if args.min_similarity <= -1 else args.min_similarity)
+        clf_open_set = OpenSetOptions(min_score=None if args.min_score < 0 else args.min_score)
+        min_similarity = None if args.min_similarity <= -1 else args.min_similarity
+        emb_open_set = OpenSetOptions(min_similarity=min_similarity, profile=args.open_set_profile)
         for name in ("model.tflite", "embedding.tflite"):
             if not (args.models / name).is_file():
                 raise FileNotFoundError(f"{args.models / name} does not exist; run 'make demo' first")
@@ -108,21 +122,24 @@ def main(argv: list[str] | None = None) -> int:
                                   model=args.models / "embedding.tflite")  # fmt: skip
         quality = QualityOptions(policy=QualityPolicy.REJECT)
         with Classifier.create_from_model_path(args.models / "model.tflite", quality=quality,
-                                               open_set=open_set) as clf:  # fmt: skip
+                                               open_set=clf_open_set) as clf:  # fmt: skip
             result = clf.classify(frame)
         doc: dict = {"photo": str(args.photo), "quality": result.quality.to_dict(), "category": None,
                      "confidence": None, "retake": "", "not_a_product": False, "colours": [], "similar": [],
                      "same_colour": []}  # fmt: skip
+        profile = str(args.open_set_profile) if args.open_set_profile else None
+        doc["open_set"] = {"profile": profile, "min_score": clf_open_set.min_score,
+                           "min_similarity": emb_open_set.min_similarity}  # fmt: skip
         r = None
         if result.rejected:
             doc["retake"] = result.quality.hint
         elif result.is_product is not False:
             colour = ColourOptions(enabled=True)
             with Embedder.create_from_model_path(args.models / "embedding.tflite", colour=colour,
-                                                 open_set=open_set) as emb:  # fmt: skip
+                                                 open_set=emb_open_set) as emb:  # fmt: skip
                 r = emb.embed(frame)
-                if emb.is_product(index.search(r.embedding, 1)) is False:  # the nearest of the catalog
-                    r = None
+                if emb.is_product(index.search(r.embedding, 1), embedding=r.embedding) is False:
+                    r = None  # the nearest of the catalog is too far, or the profile says no
         if not doc["retake"] and r is None:
             doc["not_a_product"] = True
             doc["retake"] = NOT_A_PRODUCT

@@ -33,7 +33,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "shoplens.results": ("Category", "ClassificationResult", "EmbeddingResult", "StreamStats", "Timing"),
     "shoplens.quality": ("QualityOptions", "QualityPolicy", "QualityVerdict"),
     "shoplens.colour": ("ColourOptions", "ProductColour"),
-    "shoplens.open_set": ("OpenSetOptions",),
+    "shoplens.open_set": ("OpenSetOptions", "OpenSetProfile"),
     "shoplens.runtime": ("Backend", "CpuKernels", "Delegate"),
     "shoplens.contract": ("ColorOrder", "CropMode", "Interpolation", "PreprocessContract"),
     "shoplens.preprocess": (
@@ -79,6 +79,7 @@ __all__ = [
     "InvalidFrameError",
     "ModelError",
     "OpenSetOptions",
+    "OpenSetProfile",
     "OutputExistsError",
     "PreprocessContract",
     "Preprocessor",
@@ -149,7 +150,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the names eagerly
         ShopLensError,
         UsageError,
     )
-    from shoplens.open_set import OpenSetOptions
+    from shoplens.open_set import OpenSetOptions, OpenSetProfile
     from shoplens.options import (
         BaseOptions,
         ClassifierOptions,

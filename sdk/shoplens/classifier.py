@@ -55,6 +55,9 @@ class Classifier(BaseVisionTask):
     options: ImageClassifierOptions
 
     def __init__(self, options: ImageClassifierOptions) -> None:
+        if getattr(getattr(options, "open_set", None), "profile", None) is not None:
+            raise UsageError("an open-set profile judges embeddings: give it to the Embedder "
+                             "(the Classifier judges its score, min_score)")  # fmt: skip
         super().__init__(options)
         meta = self.info.shoplens_metadata
         self.outputs_logits: bool | None = None  # None: decide from the values

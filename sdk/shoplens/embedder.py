@@ -21,6 +21,7 @@ import numpy as np
 
 from shoplens._base_vision_task import BaseVisionTask
 from shoplens.errors import ModelError, UsageError
+from shoplens.open_set import OpenSetProfile
 from shoplens.options import ImageEmbedderOptions, RunningMode
 from shoplens.postprocess import l2_normalize
 from shoplens.results import EmbeddingResult, Timing
@@ -52,6 +53,13 @@ class Embedder(BaseVisionTask):
                 "make one with 'shoplens convert --embedding'"
             )
         self.dim = int(self._out_tensor.shape[1])
+        profile = self.options.open_set.profile
+        if isinstance(profile, OpenSetProfile):
+            if profile.dim != self.dim:
+                raise UsageError(f"the open-set profile is for {profile.dim}-dim embeddings; "
+                                 f"{self.model_name} gives {self.dim}")  # fmt: skip
+            if not self.options.l2_normalize:
+                raise UsageError("the open-set profile was fitted on unit-length vectors; keep l2_normalize")
 
     def _read_labels(self, options: Any, meta: dict[str, Any] | None, n_outputs: int) -> None:
         self.labels: tuple[str, ...] = ()  # the entries of an embedding have no names
@@ -84,24 +92,34 @@ class Embedder(BaseVisionTask):
             timing = Timing(raw.preprocess_ms, raw.invoke_ms, (time.perf_counter() - t2) * 1e3, raw.colour_ms)
             return EmbeddingResult(vec, timing, raw.verdict, ts, raw.colours)
 
-    def is_product(self, hits: Sequence[Any]) -> bool | None:
-        """The open-set answer for a search of this Embedder's vector (``options.open_set``).
+    def is_product(self, hits: Sequence[Any] = (), *, embedding: np.ndarray | None = None) -> bool | None:
+        """The open-set answer for a frame this Embedder embedded (``options.open_set``).
 
         Args:
-          hits: the search hits, nearest first (:meth:`~shoplens.CatalogIndex.search`); each has
-            ``score``, the cosine similarity.
+          hits: the search hits of its embedding, nearest first (:meth:`~shoplens.CatalogIndex.search`);
+            each has ``score``, the cosine similarity. Judged when ``min_similarity`` is set.
+          embedding: its embedding; judged by the open-set profile (the distance to the nearest class)
+            when one is set.
 
         Returns:
-          False ("no product recognised") when ``min_similarity`` is set and the nearest product is
-          less similar, or nothing was found; True when it passes; None when it is not set.
+          False ("no product recognised") when a set check fails: the nearest product is less similar
+          than ``min_similarity``, or nothing was found; the embedding is farther from every class
+          than the profile's ``max_distance``. True when the set checks pass; None when none is set.
 
         Example:
-          >>> emb.is_product(index.search(emb.embed(frame).embedding, 5))  # doctest: +SKIP
+          >>> e = emb.embed(frame).embedding  # doctest: +SKIP
+          >>> emb.is_product(index.search(e, 5), embedding=e)  # doctest: +SKIP
           False
         """
-        if self.options.open_set.min_similarity is None:
-            return None
-        return bool(hits) and self.options.open_set.judge(similarity=float(hits[0].score)) is True
+        open_set = self.options.open_set
+        verdict = None
+        if open_set.min_similarity is not None:
+            if not hits or open_set.judge(similarity=float(hits[0].score)) is False:
+                return False
+            verdict = True
+        if open_set.profile is not None and embedding is not None:
+            verdict = open_set.judge(embedding=embedding)
+        return verdict
 
     def embed(self, frame: np.ndarray) -> EmbeddingResult:
         """IMAGE mode: embed one frame.

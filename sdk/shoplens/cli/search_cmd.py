@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from shoplens.cli._common import JsonFlag, OverwriteFlag, out_console, print_json, show_progress
-from shoplens.open_set import REFERENCE
+from shoplens.open_set import PROFILE_NAME, REFERENCE
 
 # the embedding model of an existing index: it names its own, and another one is refused
 IndexModel = Annotated[
@@ -209,12 +209,18 @@ def search_command(
         typer.Option("--min-score", help="With --classifier: 'no product recognised' under this top-1 "
                      f"probability ({REFERENCE.min_score} for the reference model)."),
     ] = None,
+    open_set_profile: Annotated[
+        Path | None,
+        typer.Option("--open-set-profile", help="'No product recognised' when the photo's embedding is "
+                     "farther from every class than the profile allows (the reference model's: "
+                     f"{PROFILE_NAME} beside its embedding.tflite; docs/sdk.md)."),
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Find the catalog products that look most like the photo (cosine top-k).
 
-    With --min-similarity (and --min-score with --classifier) a photo of something that is not a
-    product (a shelf label, a wall) gets "no product recognised" and no results.
+    With --min-similarity or --open-set-profile (and --min-score with --classifier) a photo of
+    something that is not a product (a shelf label, a wall) gets "no product recognised" and no results.
 
     Example: shoplens search out/index photo.jpg --classifier out/model.tflite --where brand=Acme --k 5
     """
@@ -230,7 +236,7 @@ def search_command(
         raise UsageError(f"--k must be a positive integer, got {k}")
     if min_score is not None and classifier is None:
         raise UsageError("--min-score goes with --classifier (the classifier's top-1 probability)")
-    open_set = OpenSetOptions(min_score=min_score, min_similarity=min_similarity)
+    emb_open_set = OpenSetOptions(min_similarity=min_similarity, profile=open_set_profile)
     conditions = _where(where)
     idx = CatalogIndex.load(index)  # what is wrong with the index is said first
     model = model or idx.model_path
@@ -250,15 +256,17 @@ def search_command(
     predicted = None
     is_product: bool | None = None
     if classifier is not None:
-        with Classifier.create_from_model_path(classifier, open_set=open_set) as clf:
+        clf_open_set = OpenSetOptions(min_score=min_score)
+        with Classifier.create_from_model_path(classifier, open_set=clf_open_set) as clf:
             r = clf.classify(frame)
             predicted = r.top.label if r.top else None
             is_product = r.is_product
         category = category or predicted
-    with Embedder.create_from_model_path(model, open_set=open_set) as emb:
+    with Embedder.create_from_model_path(model, open_set=emb_open_set) as emb:
         res = emb.embed(frame)
-        if res.embedding is not None and is_product is not False and min_similarity is not None:
-            is_product = emb.is_product(idx.search(res.embedding, 1, exact=exact))  # the nearest of all
+        if res.embedding is not None and is_product is not False and emb_open_set.enabled:
+            nearest = idx.search(res.embedding, 1, exact=exact) if min_similarity is not None else []
+            is_product = emb.is_product(nearest, embedding=res.embedding)  # the nearest of all
     hits = []
     price = (min_price, max_price) if min_price is not None or max_price is not None else None
     searchable = category is None or category in idx.categories
