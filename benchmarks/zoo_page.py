@@ -107,8 +107,12 @@ def render_page(results: dict[str, Any]) -> str:
         "that; [converter.md](converter.md#pruning-learns-the-dense-model-by-default)).",
         "",
         "Each cell: bytes as a share of float32, top-1 agreement with the Keras source, mean |score "
-        "delta|, invoke ms (1 thread), convert seconds; for `edgetpu` the share of ops and MACs the "
-        "pre-flight maps to the Edge TPU. ⚠ marks a cell outside its bound. `auto` runs under "
+        "delta|, invoke ms (1 thread, XNNPACK, as the SDK runs by default), convert seconds; for "
+        "`edgetpu` the share of ops and MACs the pre-flight maps to the Edge TPU. XNNPACK runs depthwise "
+        "kernels larger than 5x5 13-18x slower as int8 than LiteRT's own kernels: NASNetMobile's and "
+        "ConvNeXtTiny's int8 cells are slow here for that reason, and the SDK's `cpu_kernels=\"auto\"` "
+        "picks the faster kernels at load ([converter.md](converter.md#recipes)). ⚠ marks a cell outside "
+        "its bound. `auto` runs under "
         "`--max-drop 2 --min-agreement 93` (the int8 bound): where full int8 agrees less, it moves on to "
         "int8 with the worst layers in float, then dynamic, and the cell names the candidate it chose.",
         "",
