@@ -164,6 +164,19 @@ def render_page(results: dict[str, Any]) -> str:
             "to a candidate that meets it; the Edge TPU runs only full-integer graphs, so for "
             "`--target edgetpu` the int8 figure is what these models give.",
         ]
+    unmapped = [(m, c) for m in rows for c in m["cells"] if c.get("converts") and c["recipe"] == "edgetpu"
+                and c.get("edgetpu_macs_share") is not None and c["edgetpu_macs_share"] < 0.5]  # fmt: skip
+    if unmapped:
+        lines += ["", "## Models the Edge TPU would not run", ""]
+        lines += [f"- {m['model']}: {100 * c['edgetpu_macs_share']:.0f} % of MACs; {c.get('edgetpu_summary')}"
+                  for m, c in unmapped]  # fmt: skip
+        lines += [] if not any(m["arch"].startswith("ConvNeXt") for m, _ in unmapped) else [
+            "",
+            "ConvNeXt's 7x7 depthwise convolutions are Keras `Conv2D(groups=channels)`, which TFLite "
+            "writes as a grouped `CONV_2D` (version 6) that the frozen compiler cannot parse, and its "
+            "blocks use GELU, which the Edge TPU does not run ([edgetpu.md](edgetpu.md#fixing-the-common-"
+            "blockers)).",
+        ]
     lines += [
         "",
         "## What the converter did to each model",
