@@ -36,6 +36,7 @@ from typing import Any
 
 from benchmarks import ROOT
 from benchmarks.zoo_archs import ARCHS, CLASSES, MINI, SIZE, Arch, contract_for
+from shoplens.internal.atomic import atomic_write_text
 
 RECIPES = (
     "float16",
@@ -328,7 +329,7 @@ def _seed_cells(work: Path, mini: bool) -> int:
         cell = work / f"{m['arch']}{'_tl' if m.get('transfer') else ''}.json"
         crashed = any(str(c.get("error", "")).startswith("worker exit") for c in m["cells"])
         if not cell.exists() and not crashed:
-            cell.write_text(json.dumps(m, indent=1) + "\n", encoding="utf-8")
+            atomic_write_text(cell, json.dumps(m, indent=1) + "\n")
             seeded += 1
     return seeded
 
@@ -357,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         return _worker(args)
     if args.render:
         page = zoo_page.render_page(json.loads(Path(args.render).read_text()))
-        Path(args.page).write_text(page, encoding="utf-8")
+        atomic_write_text(args.page, page, overwrite=True)
         return 0
     from rich.progress import Progress
 
@@ -438,8 +439,8 @@ def main(argv: list[str] | None = None) -> int:
             results["complete"] = not rest
             results["pending"] = [f"{n}{' (transfer)' if t else ''}" for n, t in rest]
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-            Path(args.page).write_text(zoo_page.render_page(results), encoding="utf-8")
+            atomic_write_text(out, json.dumps(results, indent=1) + "\n", overwrite=True)
+            atomic_write_text(args.page, zoo_page.render_page(results), overwrite=True)
     print(f"wrote {out} and {args.page}")
     return 0
 
