@@ -214,7 +214,11 @@ def make_interpreter(
     if cpu_kernels is not CpuKernels.AUTO:
         return InterpreterHandle(build(cpu_kernels), b, delegate, fell_back, cpu_kernels)
     candidates = {k: build(k) for k in (CpuKernels.XNNPACK, CpuKernels.BUILTIN)}
-    ms = _time_alternating(candidates)
+    try:
+        ms = _time_alternating(candidates)
+    except (ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"the interpreter could not run the model to time it: {first[:300]}") from None
     chosen = pick_cpu_kernels(ms[CpuKernels.XNNPACK], ms[CpuKernels.BUILTIN])
     return InterpreterHandle(candidates[chosen], b, delegate, fell_back, chosen,
                              {k.value: round(v, 4) for k, v in ms.items()})  # fmt: skip
