@@ -36,7 +36,7 @@ import numpy as np
 
 from benchmarks import ROOT
 from shoplens.data.fashion_mnist import FASHION_MNIST_LABELS
-from shoplens.internal.atomic import atomic_write_text
+from shoplens.internal.atomic import atomic_write_text, sha256_file
 from shoplens.open_set import PROFILE_NAME
 
 RELEASE = ROOT / "sample_apps" / "reference_model" / "release"
@@ -208,7 +208,8 @@ def run(
             min_score, min_similarity = (float(np.quantile(cal[:, i], FRR_EACH)) for i in range(2))
             # fitted on two thirds of the calibration frames, its threshold set on the other third
             # (a threshold read off the frames it was fitted on turns away ~13 % of new products)
-            profile = OpenSetProfile.fit(cal_vecs, cal_y, frr=PROFILE_FRR, shrink=SHRINK)
+            profile = OpenSetProfile.fit(cal_vecs, cal_y, frr=PROFILE_FRR, shrink=SHRINK,
+                                         model_sha256=sha256_file(release / "embedding.tflite"))
             if profile_out is not None:
                 profile.save(profile_out, overwrite=True)
             max_maha = profile.max_distance

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -144,6 +145,11 @@ def test_bad_profiles_are_refused(tmp_path: Path) -> None:
     small = OpenSetProfile.fit(np.random.default_rng(1).normal(size=(60, 8)), np.arange(60) % 2)
     with pytest.raises(UsageError, match="8-dim embeddings"):
         Embedder.create_from_model_path(RELEASE / "embedding.tflite", open_set=OpenSetOptions(profile=small))
+    release = OpenSetProfile.load(PROFILE)
+    assert len(release.model_sha256) == 64  # the release's names its embedding model
+    stale = OpenSetOptions(profile=dataclasses.replace(release, model_sha256="0" * 64))
+    with pytest.raises(UsageError, match="fitted for another embedding model"):
+        Embedder.create_from_model_path(RELEASE / "embedding.tflite", open_set=stale)
     with pytest.raises(UsageError, match="give it to the Embedder"):
         Classifier.create_from_model_path(RELEASE / "model.tflite", open_set=OpenSetOptions(profile=PROFILE))
 

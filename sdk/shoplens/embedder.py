@@ -13,6 +13,7 @@ LIVE_STREAM loop runs the classifier and embeds the frames it keeps.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -21,6 +22,7 @@ import numpy as np
 
 from shoplens._base_vision_task import BaseVisionTask
 from shoplens.errors import ModelError, UsageError
+from shoplens.internal.atomic import sha256_file
 from shoplens.open_set import OpenSetProfile
 from shoplens.options import ImageEmbedderOptions, RunningMode
 from shoplens.postprocess import l2_normalize
@@ -60,6 +62,16 @@ class Embedder(BaseVisionTask):
                                  f"{self.model_name} gives {self.dim}")  # fmt: skip
             if not self.options.l2_normalize:
                 raise UsageError("the open-set profile was fitted on unit-length vectors; keep l2_normalize")
+            if profile.model_sha256 and profile.model_sha256 != self._model_sha256():
+                raise UsageError(f"the open-set profile was fitted for another embedding model (sha256 "
+                                 f"{profile.model_sha256[:12]}...): fit one for {self.model_name} "
+                                 "(OpenSetProfile.fit; docs/sdk.md)")  # fmt: skip
+
+    def _model_sha256(self) -> str:
+        base = self.options.base_options
+        if base.model_asset_buffer is not None:
+            return hashlib.sha256(base.model_asset_buffer).hexdigest()
+        return sha256_file(str(base.model_asset_path))
 
     def _read_labels(self, options: Any, meta: dict[str, Any] | None, n_outputs: int) -> None:
         self.labels: tuple[str, ...] = ()  # the entries of an embedding have no names

@@ -69,6 +69,7 @@ class OpenSetProfile:
     precision: np.ndarray  # (D, D)
     max_distance: float
     frr: float = 0.02  # the share of calibration products beyond max_distance
+    model_sha256: str = ""  # the embedding model it was fitted for ("": not recorded, not checked)
 
     def __post_init__(self) -> None:
         m, p = np.asarray(self.means, np.float64), np.asarray(self.precision, np.float64)
@@ -86,9 +87,12 @@ class OpenSetProfile:
 
     @classmethod
     def fit(
-        cls, vectors: np.ndarray, labels: np.ndarray, *, frr: float = 0.02, shrink: float = 0.1
-    ) -> OpenSetProfile:
+        cls, vectors: np.ndarray, labels: np.ndarray, *, frr: float = 0.02, shrink: float = 0.1,
+        model_sha256: str = "",
+    ) -> OpenSetProfile:  # fmt: skip
         """Fit on two thirds of the (vector, label) pairs; set ``max_distance`` on the other third.
+
+        ``model_sha256``: the embedding model's, so an Embedder of another model refuses the profile.
 
         A threshold read off the frames the means were fitted on turns away far more new products
         than ``frr`` (about 13 % instead of 2 % on the reference model), hence the split.
@@ -106,7 +110,8 @@ class OpenSetProfile:
         cov = centred.T @ centred / len(xf)
         cov += shrink * np.trace(cov) / len(cov) * np.eye(len(cov))
         prof = cls(means, np.linalg.inv(cov), 0.0, frr)
-        return cls(means, prof.precision, float(np.quantile(prof.distance(x[~fit]), 1.0 - frr)), frr)
+        max_distance = float(np.quantile(prof.distance(x[~fit]), 1.0 - frr))
+        return cls(means, prof.precision, max_distance, frr, model_sha256)
 
     def distance(self, vectors: np.ndarray) -> Any:
         """The squared Mahalanobis distance of each vector (D,) or (N, D) to its nearest class mean."""
@@ -124,7 +129,8 @@ class OpenSetProfile:
         buf = io.BytesIO()
         np.savez_compressed(buf, kind=np.array(PROFILE_KIND), means=self.means.astype(np.float32),
                             precision=self.precision.astype(np.float32),
-                            max_distance=np.array(self.max_distance), frr=np.array(self.frr))  # fmt: skip
+                            max_distance=np.array(self.max_distance), frr=np.array(self.frr),
+                            model_sha256=np.array(self.model_sha256))  # fmt: skip
         return atomic_write_bytes(path, buf.getvalue(), overwrite=overwrite)
 
     @classmethod
@@ -141,7 +147,8 @@ class OpenSetProfile:
             with np.load(p, allow_pickle=False) as z:
                 if "kind" not in z or str(z["kind"]) != PROFILE_KIND:
                     raise DataError(f"{p} is not a ShopLens open-set profile ({PROFILE_KIND})")
-                return cls(z["means"], z["precision"], float(z["max_distance"]), float(z["frr"]))
+                sha = str(z["model_sha256"]) if "model_sha256" in z else ""
+                return cls(z["means"], z["precision"], float(z["max_distance"]), float(z["frr"]), sha)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise DataError(f"open-set profile {p} cannot be read: not an .npz that OpenSetProfile.save "
                             f"wrote, or truncated ({type(exc).__name__})") from None
