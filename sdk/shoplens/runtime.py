@@ -7,7 +7,7 @@ TensorFlow by surprise. Delegates: ``cpu`` (XNNPACK with ``num_threads``) and ``
 
 CPU kernels (``cpu_kernels``): ``xnnpack`` (the default), ``builtin`` (LiteRT's own kernels, no
 default delegate) or ``auto``, which times both on the model at load and keeps the faster. XNNPACK
-is faster on most models, but its depthwise convolutions larger than 5x5 are 14-18x slower as int8
+is faster on most models, but its depthwise convolutions larger than 5x5 are 13-18x slower as int8
 on x86 (NASNetMobile int8: 7.0 ms with it, 2.4 ms without; ``benchmarks.depthwise_kernels``).
 """
 
