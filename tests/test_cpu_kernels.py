@@ -12,11 +12,11 @@ import json
 import numpy as np
 import pytest
 
+from conftest import ROOT, one_line_error, run_cli
 from shoplens import BaseOptions, Classifier, CpuKernels, Embedder
 from shoplens.data import load_fashion_mnist
 from shoplens.errors import UsageError
 from shoplens.runtime import pick_cpu_kernels
-from tests.conftest import ROOT, one_line_error, run_cli
 
 RELEASE = ROOT / "sample_apps" / "reference_model" / "release"
 
