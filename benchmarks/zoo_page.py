@@ -170,13 +170,8 @@ def render_page(results: dict[str, Any]) -> str:
         lines += ["", "## Models the Edge TPU would not run", ""]
         lines += [f"- {m['model']}: {100 * c['edgetpu_macs_share']:.0f} % of MACs; {c.get('edgetpu_summary')}"
                   for m, c in unmapped]  # fmt: skip
-        lines += [] if not any(m["arch"].startswith("ConvNeXt") for m, _ in unmapped) else [
-            "",
-            "ConvNeXt's 7x7 depthwise convolutions are Keras `Conv2D(groups=channels)`, which TFLite "
-            "writes as a grouped `CONV_2D` (version 6) that the frozen compiler cannot parse, and its "
-            "blocks use GELU, which the Edge TPU does not run ([edgetpu.md](edgetpu.md#fixing-the-common-"
-            "blockers)).",
-        ]
+        lines += ["", "The pre-flight names the first op the compiler would stop at; "
+                  "[edgetpu.md](edgetpu.md#fixing-the-common-blockers) lists the fixes."]
     lines += [
         "",
         "## What the converter did to each model",

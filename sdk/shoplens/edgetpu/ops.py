@@ -115,7 +115,9 @@ MAX_VERSION: dict[str, int] = {
 # Documented compiler failures for versions past these, for the report.
 KNOWN_REJECTIONS = {
     ("QUANTIZE", 3): "google-coral/edgetpu#879",
-    ("CONV_2D", 6): "google-coral/edgetpu#631",
+    # version 6 is a grouped convolution; where groups equal the channels it is a depthwise one
+    ("CONV_2D", 6): "google-coral/edgetpu#631; a grouped convolution, Keras Conv2D(groups=...): "
+    "with groups equal to the channels, DepthwiseConv2D computes the same and maps",
     ("TRANSPOSE_CONV", 4): "google-coral/edgetpu#845",
 }
 
