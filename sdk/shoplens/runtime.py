@@ -215,7 +215,7 @@ def make_interpreter(
         return InterpreterHandle(build(cpu_kernels), b, delegate, fell_back, cpu_kernels)
     candidates = {k: build(k) for k in (CpuKernels.XNNPACK, CpuKernels.BUILTIN)}
     try:
-        ms = _time_alternating(candidates)
+        ms = time_alternating(candidates)
     except (ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"the interpreter could not run the model to time it: {first[:300]}") from None
@@ -229,21 +229,27 @@ def pick_cpu_kernels(xnnpack_ms: float, builtin_ms: float) -> CpuKernels:
     return CpuKernels.BUILTIN if builtin_ms < AUTO_MARGIN * xnnpack_ms else CpuKernels.XNNPACK
 
 
-def _time_alternating(interps: dict[CpuKernels, Any]) -> dict[CpuKernels, float]:
-    """p50 invoke ms of each interpreter on zero inputs, taking turns (a noisy machine hits both)."""
+def time_alternating(
+    interps: dict[Any, Any], *, min_runs: int = 3, max_runs: int = 15, budget_s: float = AUTO_BUDGET_S
+) -> dict[Any, float]:
+    """p50 invoke ms of each interpreter on zero inputs, taking turns (a noisy machine hits both).
+
+    At least ``min_runs`` each, then more up to ``max_runs`` while under ``budget_s`` seconds
+    (``auto``'s short timing; ``benchmarks.depthwise_kernels`` runs the long one).
+    """
     import numpy as np
 
     for it in interps.values():
         for d in it.get_input_details():
             it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
         it.invoke()  # the first invoke prepares the kernels: not timed
-    times: dict[CpuKernels, list[float]] = {k: [] for k in interps}
+    times: dict[Any, list[float]] = {k: [] for k in interps}
     start = time.perf_counter()
-    while len(times[CpuKernels.XNNPACK]) < 3 or (
-        len(times[CpuKernels.XNNPACK]) < 15 and time.perf_counter() - start < AUTO_BUDGET_S
-    ):
+    done = 0
+    while done < min_runs or (done < max_runs and time.perf_counter() - start < budget_s):
         for k, it in interps.items():
             t0 = time.perf_counter()
             it.invoke()
             times[k].append((time.perf_counter() - t0) * 1e3)
+        done += 1
     return {k: float(np.median(v)) for k, v in times.items()}
